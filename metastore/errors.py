@@ -1,0 +1,101 @@
+"""The exceptions metastore raises on purpose.
+
+Every error the package raises deliberately derives from one root, so a caller
+can catch ``MetastoreError`` and know it is ours::
+
+    MetastoreError
+    ├── ConfigurationError       a bad database URL, option or setting
+    ├── DatabaseError            the database failed or refused a statement
+    │   └── SchemaNotAtHead      the database is behind (or ahead of) the code
+    ├── StoreClosed              the MetaStore was used after close()
+    ├── InvalidMetadata          input that is not DICOM metadata we can index
+    ├── UnknownSource            a source name or kind nobody registered
+    └── SourceError              a backend (DICOMweb server, file) failed
+
+Each class's docstring is its default message. Context travels as attributes,
+so a caller can report *where* a problem is (file, JSON path, study, series,
+instance, source) without parsing the message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MetastoreError(Exception):
+    """metastore failed."""
+
+    def __init__(self, message: str | None = None, **context: Any) -> None:
+        self.context: dict[str, Any] = {k: v for k, v in context.items() if v is not None}
+        for key, value in context.items():
+            setattr(self, key, value)
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigurationError(MetastoreError):
+    """The configuration is not usable."""
+
+
+class DatabaseError(MetastoreError):
+    """The database failed to carry out the operation."""
+
+
+class SchemaNotAtHead(DatabaseError):
+    """The database schema is not at the revision this code expects; run `metastore db upgrade`."""
+
+
+class StoreClosed(MetastoreError):
+    """The store is closed."""
+
+
+class InvalidMetadata(MetastoreError):
+    """The metadata is not valid for the index."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        field: str | None = None,
+        item: int | None = None,
+        path: str | None = None,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        file: str | None = None,
+        **context: Any,
+    ) -> None:
+        where = [
+            f"{name} {value}"
+            for name, value in (
+                ("file", file),
+                ("at", path),
+                ("item", item),
+                ("study", study_uid),
+                ("series", series_uid),
+                ("instance", sop_uid),
+                ("field", field),
+            )
+            if value is not None
+        ]
+        text = message or (self.__doc__ or "").strip()
+        if where:
+            text = f"{text} ({', '.join(where)})"
+        super().__init__(
+            text,
+            field=field,
+            item=item,
+            path=path,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_uid=sop_uid,
+            file=file,
+            **context,
+        )
+
+
+class UnknownSource(MetastoreError):
+    """No such source is known."""
+
+
+class SourceError(MetastoreError):
+    """A metadata source failed."""
