@@ -1,0 +1,217 @@
+"""Engines, dialect-specific statements and the schema-at-head check.
+
+Everything that differs between SQLite and PostgreSQL at the connection
+level lives here: the URL rules, SQLite's pragmas and write locking, the
+upsert statement, and the translation of SQLAlchemy's exceptions into
+``metastore.errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from metastore.errors import ConfigurationError, DatabaseError, SchemaNotAtHead
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "sqlite:///metastore.db"
+URL_ENV = "METASTORE_DATABASE_URL"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Taken by whoever migrates a PostgreSQL database, so that workers starting
+# together on a brand-new database do not all try to create it.
+_MIGRATION_LOCK_KEY = 0x6D657461  # "meta"
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The database URL: the argument, else ``METASTORE_DATABASE_URL``, else the default."""
+    chosen = url or os.environ.get(URL_ENV) or DEFAULT_URL
+    # psycopg 3 is our PostgreSQL driver; accept the short spellings too.
+    for prefix in ("postgresql://", "postgres://"):
+        if chosen.startswith(prefix):
+            chosen = "postgresql+psycopg://" + chosen[len(prefix) :]
+    return chosen
+
+
+def redact(url: str) -> str:
+    """The URL as it may appear in logs and messages: no password."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return "<unparsable database URL>"
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def create_engine(url: str | None = None, **kwargs: Any) -> Engine:
+    """An engine for the URL with metastore's settings for its dialect."""
+    resolved = resolve_url(url)
+    try:
+        parsed = sa.make_url(resolved)
+    except exc.ArgumentError as err:
+        raise ConfigurationError(f"not a database URL: {resolved!r}") from err
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigurationError(f"unsupported database {backend!r}: use sqlite or postgresql")
+    if backend == "postgresql" and parsed.get_driver_name() != "psycopg":
+        raise ConfigurationError("PostgreSQL URLs must use psycopg 3: postgresql+psycopg://...")
+    options: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+    options.update(kwargs)
+    try:
+        engine = sa.create_engine(parsed, **options)
+    except (exc.ArgumentError, ImportError) as err:
+        raise ConfigurationError(f"cannot use database {redact(resolved)}: {err}") from err
+    if backend == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, foreign keys, a busy timeout, and write transactions that lock up front.
+
+    pysqlite begins transactions lazily and as DEFERRED, so two writers can
+    both read and then deadlock when upgrading to a write lock (SQLITE_BUSY
+    that the busy timeout cannot resolve). We take over BEGIN and issue
+    ``BEGIN IMMEDIATE`` unless the connection is marked read-only.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        readonly = connection.get_execution_options().get("metastore_readonly", False)
+        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+@contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn SQLAlchemy's exceptions into ``DatabaseError`` naming the operation."""
+    try:
+        yield
+    except exc.SQLAlchemyError as err:
+        detail = getattr(err, "orig", None) or err
+        raise DatabaseError(f"{what} failed: {str(detail).strip().splitlines()[0]}") from err
+
+
+def upsert(connection: Connection, table: sa.Table) -> Any:
+    """``INSERT`` with ``ON CONFLICT`` support, for the connection's dialect.
+
+    Both dialects spell ``on_conflict_do_update(index_elements=..., set_=...,
+    where=...)`` the same way; only the constructor differs.
+    """
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+# -- migrations -------------------------------------------------------------
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration for the project's ``migrations/``."""
+    ini = PROJECT_ROOT / "alembic.ini"
+    if not ini.is_file():
+        raise ConfigurationError(f"migrations not found: {ini} is missing")
+    config = Config(str(ini))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The revision the code expects."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "migrations/ has no revision"
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None for a database never migrated."""
+    with translate_errors("reading the schema revision"), engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to ``revision`` (under a lock on PostgreSQL)."""
+    with translate_errors("migrating the database"), _migration_lock(engine) as connection:
+        command.upgrade(alembic_config(connection), revision)
+        connection.commit()
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the database back to ``revision``."""
+    with translate_errors("migrating the database"), _migration_lock(engine) as connection:
+        command.downgrade(alembic_config(connection), revision)
+        connection.commit()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Migrate a brand-new database to head; refuse one that is behind.
+
+    An existing database is never changed silently: a schema at another
+    revision raises ``SchemaNotAtHead`` naming ``metastore db upgrade``.
+    """
+    head = head_revision()
+    current = current_revision(engine)
+    if current == head:
+        return
+    if current is None:
+        with translate_errors("inspecting the database"), engine.connect() as connection:
+            existing = set(sa.inspect(connection).get_table_names())
+        if existing - {"alembic_version"}:
+            raise SchemaNotAtHead(
+                f"{redact(str(engine.url))} has tables but no metastore schema revision; "
+                "it is not a metastore database, or run `metastore db upgrade`",
+                current=None,
+                head=head,
+            )
+        log.info("creating the metastore schema in %s", redact(str(engine.url)))
+        upgrade(engine)
+        return
+    raise SchemaNotAtHead(
+        f"the database {redact(str(engine.url))} is at schema revision {current}, "
+        f"this metastore needs {head}: run `metastore db upgrade`",
+        current=current,
+        head=head,
+    )
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as connection:
+        if connection.dialect.name != "postgresql":
+            yield connection
+            return
+        connection.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        connection.commit()
+        try:
+            yield connection
+        finally:
+            connection.rollback()
+            connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+            connection.commit()

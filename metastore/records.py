@@ -1,0 +1,270 @@
+"""From naturalized metadata to validated rows.
+
+The store's writers call these to check input and to pull out the key
+columns. Nothing here touches the database; everything raises
+``InvalidMetadata`` naming the item, its UIDs and the field at fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from metastore.dicom import person_name_text
+from metastore.errors import InvalidMetadata
+
+# Study-level attributes (PS3.4 C.6.2.1.2, the Study Root QIDO keys) that a
+# study row takes from an instance when the study is first seen through its
+# instances.
+STUDY_KEYS = (
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyID",
+    "StudyDescription",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+)
+# Series-level attributes a series row takes from its first instance.
+SERIES_KEYS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "SeriesDate",
+    "SeriesTime",
+    "BodyPartExamined",
+    "ProtocolName",
+    "Laterality",
+)
+# Counts the index computes from its rows; stored input values would go stale.
+STUDY_COMPUTED = ("ModalitiesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")
+SERIES_COMPUTED = ("NumberOfSeriesRelatedInstances",)
+# Keys of an instance dict that are not DICOM metadata.
+INSTANCE_EXTRAS = ("url", "imageId")
+
+_UID_MAX = 64  # PS3.5 9.1
+_FORBIDDEN_IN_UID = frozenset("\\") | frozenset(chr(c) for c in range(0x21))  # controls, space
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Where:
+    """Where an item sits in a call's input, for error messages."""
+
+    item: int | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_uid: str | None = None
+
+    def error(self, message: str, field: str) -> InvalidMetadata:
+        return InvalidMetadata(
+            message,
+            field=field,
+            item=self.item,
+            study_uid=self.study_uid,
+            series_uid=self.series_uid,
+            sop_uid=self.sop_uid,
+        )
+
+
+def check_mapping(value: Any, what: str, item: int | None) -> Mapping[str, Any]:
+    """The value itself if it is a mapping; otherwise ``InvalidMetadata``."""
+    if not isinstance(value, Mapping):
+        raise InvalidMetadata(f"{what} metadata must be a mapping, not {type(value).__name__}", item=item)
+    return value
+
+
+def check_uid(value: Any, field: str, where: Where) -> str:
+    """A UID as a plain ``str``, or ``InvalidMetadata``.
+
+    The index takes non-conformant UIDs that real archives hold (hex digests
+    from anonymizers, leading zeros); it refuses only what cannot be a key:
+    empty, over 64 characters (PS3.5 9.1), or holding whitespace, a
+    backslash (the multi-value delimiter) or a control character.
+    """
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, str):
+        if value is None:
+            raise where.error(f"{field} is missing", field)
+        raise where.error(f"{field} must be a string, not {type(value).__name__}", field)
+    if not value:
+        raise where.error(f"{field} is empty", field)
+    if len(value) > _UID_MAX:
+        raise where.error(f"{field} is longer than {_UID_MAX} characters", field)
+    if any(ch in _FORBIDDEN_IN_UID or ch == "\x7f" for ch in value):
+        raise where.error(f"{field} {value!r} holds whitespace, a backslash or a control character", field)
+    return str(value)
+
+
+def _single(meta: Mapping[str, Any], key: str, where: Where) -> Any:
+    value = meta.get(key)
+    if isinstance(value, list):
+        if not value:
+            return None
+        if len(value) > 1:
+            raise where.error(f"{key} must have one value, not {len(value)}", key)
+        value = value[0]
+    return value
+
+
+def text(meta: Mapping[str, Any], key: str, where: Where) -> str | None:
+    """A single-valued string key column (a number is taken as its text)."""
+    value = _single(meta, key, where)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise where.error(f"{key} must be a string, not {type(value).__name__}", key)
+
+
+def person_name(meta: Mapping[str, Any], key: str, where: Where) -> str | None:
+    """A person name key column: the Alphabetic group of the first name."""
+    value = meta.get(key)
+    if value is None or isinstance(value, str | list | Mapping):
+        try:
+            return person_name_text(value)
+        except (TypeError, ValueError, AttributeError) as err:
+            raise where.error(f"{key} is not a person name: {err}", key) from err
+    raise where.error(f"{key} must be a person name, not {type(value).__name__}", key)
+
+
+def integer(meta: Mapping[str, Any], key: str, where: Where) -> int | None:
+    """A single-valued integer key column (IS, US, UL): ints, whole floats, digit strings."""
+    value = _single(meta, key, where)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise where.error(f"{key} must be an integer, not a boolean", key)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise where.error(f"{key} must be an integer, not {value!r}", key) from None
+    if not isinstance(value, int):
+        raise where.error(f"{key} must be an integer, not {value!r}", key)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise where.error(f"{key} {value} is out of range", key)
+    return value
+
+
+def _default(value: Any) -> Any:
+    # pydicom's DSfloat/IS and other number subclasses, PersonName, Decimal.
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int):
+        return int(value)
+    if hasattr(value, "__float__") and not isinstance(value, bytes | bytearray):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def encode(document: Mapping[str, Any], where: Where) -> bytes:
+    """Canonical JSON (sorted keys), encoded once: stored as-is and hashed."""
+    try:
+        return orjson.dumps(document, default=_default, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError) as err:
+        raise where.error(f"metadata is not JSON-serializable: {err}", "metadata") from err
+
+
+def digest(*parts: bytes) -> bytes:
+    """blake2b-128 over the parts: the content fingerprint of a row."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(part)
+        h.update(b"\x00")
+    return h.digest()
+
+
+def _without(meta: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if k not in keys}
+
+
+def study_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
+    """The ``studies`` row for study-level metadata (counts are the store's)."""
+    study_uid = check_uid(meta.get("StudyInstanceUID"), "StudyInstanceUID", where)
+    where = Where(item=where.item, study_uid=study_uid)
+    document = _without(meta, STUDY_COMPUTED)
+    blob = encode(document, where)
+    return {
+        "study_uid": study_uid,
+        "patient_id": text(meta, "PatientID", where),
+        "patient_name": person_name(meta, "PatientName", where),
+        "study_date": text(meta, "StudyDate", where),
+        "study_time": text(meta, "StudyTime", where),
+        "accession_number": text(meta, "AccessionNumber", where),
+        "study_description": text(meta, "StudyDescription", where),
+        "content_hash": digest(blob),
+        "metadata": orjson.Fragment(blob),
+    }
+
+
+def series_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
+    """The ``series`` row for series-level metadata, keyed by its UIDs."""
+    study_uid = check_uid(meta.get("StudyInstanceUID"), "StudyInstanceUID", where)
+    series_uid = check_uid(meta.get("SeriesInstanceUID"), "SeriesInstanceUID", where)
+    where = Where(item=where.item, study_uid=study_uid, series_uid=series_uid)
+    document = _without(meta, SERIES_COMPUTED)
+    blob = encode(document, where)
+    return {
+        "study_uid": study_uid,
+        "series_uid": series_uid,
+        "modality": text(meta, "Modality", where),
+        "series_number": integer(meta, "SeriesNumber", where),
+        "series_description": text(meta, "SeriesDescription", where),
+        "series_date": text(meta, "SeriesDate", where),
+        "series_time": text(meta, "SeriesTime", where),
+        "content_hash": digest(blob),
+        "metadata": orjson.Fragment(blob),
+    }
+
+
+def instance_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
+    """The ``instances`` row for one instance's metadata (with ``url``/``imageId``)."""
+    study_uid = check_uid(meta.get("StudyInstanceUID"), "StudyInstanceUID", where)
+    series_uid = check_uid(meta.get("SeriesInstanceUID"), "SeriesInstanceUID", where)
+    sop_uid = check_uid(meta.get("SOPInstanceUID"), "SOPInstanceUID", where)
+    where = Where(item=where.item, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
+    url = meta.get("url")
+    image_id = meta.get("imageId")
+    for key, value in (("url", url), ("imageId", image_id)):
+        if value is not None and not isinstance(value, str):
+            raise where.error(f"{key} must be a string, not {type(value).__name__}", key)
+    if image_id is None:
+        image_id = url  # OHIF's DICOM JSON convention: the url is the imageId
+    sop_class = meta.get("SOPClassUID")
+    blob = encode(_without(meta, INSTANCE_EXTRAS), where)
+    return {
+        "study_uid": study_uid,
+        "series_uid": series_uid,
+        "sop_uid": sop_uid,
+        "sop_class_uid": None if sop_class is None else check_uid(sop_class, "SOPClassUID", where),
+        "instance_number": integer(meta, "InstanceNumber", where),
+        "number_of_frames": integer(meta, "NumberOfFrames", where),
+        "rows": integer(meta, "Rows", where),
+        "columns": integer(meta, "Columns", where),
+        "url": url,
+        "image_id": image_id,
+        "content_hash": digest(blob, (url or "").encode(), (image_id or "").encode()),
+        "metadata": orjson.Fragment(blob),
+    }
+
+
+def pick(meta: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The subset of ``meta`` under ``keys`` that is present."""
+    return {k: meta[k] for k in keys if k in meta}

@@ -1,0 +1,192 @@
+"""The tables of the index: the only place a table shape is written.
+
+The hierarchy follows OHIF's ``DicomMetadataStore``: a study holds one series
+list per source, a series holds its instances. Key columns carry what users
+search and sort on; the ``metadata`` column keeps the full naturalized
+metadata (JSONB on PostgreSQL, JSON text on SQLite).
+
+Counts (``num_series``, ``num_instances``) and ``modalities_in_study`` are kept
+up by the store in the same transaction as the rows they count.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+# Stable constraint names, so migrations can refer to them on both dialects.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY, so 64-bit keys are
+# INTEGER there (SQLite integers are 64-bit anyway).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+# Naturalized metadata: JSONB on PostgreSQL so analysts can index and query it.
+Document = JSON().with_variant(JSONB(), "postgresql")
+# A UID is at most 64 characters (PS3.5 9.1).
+Uid = String(64)
+# blake2b-128 of the canonical JSON of a row's content, for re-ingest detection.
+Digest = LargeBinary(16)
+
+
+def _created() -> Column[object]:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+def _updated() -> Column[object]:
+    return Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("kind", String(64), nullable=False),
+    Column("root_url", Text),
+    # Non-secret settings only: credentials never reach the database.
+    Column("settings", Document, nullable=False),
+    _created(),
+)
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("study_uid", Uid, nullable=False, unique=True),
+    Column("patient_id", Text),
+    Column("patient_name", Text),
+    Column("study_date", Text),
+    Column("study_time", Text),
+    Column("accession_number", Text),
+    Column("study_description", Text),
+    # Backslash-joined, sorted (the DICOM multi-value form): 'CT\SR'.
+    Column("modalities_in_study", Text),
+    Column("num_series", Integer, nullable=False, server_default="0"),
+    Column("num_instances", BigInteger, nullable=False, server_default="0"),
+    Column("content_hash", Digest),
+    Column("metadata", Document, nullable=False),
+    _created(),
+    _updated(),
+    Index(None, "patient_id"),
+    Index(None, "study_date"),
+    Index(None, "accession_number"),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("study_id", BigId, ForeignKey(studies.c.id, ondelete="CASCADE"), nullable=False),
+    Column("source_id", Integer, ForeignKey(sources.c.id, ondelete="CASCADE"), nullable=False),
+    Column("series_uid", Uid, nullable=False),
+    Column("modality", Text),
+    Column("series_number", Integer),
+    Column("series_description", Text),
+    Column("series_date", Text),
+    Column("series_time", Text),
+    Column("num_instances", Integer, nullable=False, server_default="0"),
+    Column("content_hash", Digest),
+    Column("metadata", Document, nullable=False),
+    _created(),
+    _updated(),
+    UniqueConstraint("study_id", "source_id", "series_uid"),
+    Index(None, "series_uid"),
+    Index(None, "source_id"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("series_id", BigId, ForeignKey(series.c.id, ondelete="CASCADE"), nullable=False),
+    Column("sop_uid", Uid, nullable=False),
+    Column("sop_class_uid", Uid),
+    Column("instance_number", Integer),
+    Column("number_of_frames", Integer),
+    Column("rows", Integer),
+    Column("columns", Integer),
+    Column("url", Text),
+    Column("image_id", Text),
+    # 1 when inserted, +1 on every change: tells an insert from an update
+    # in an upsert's RETURNING on both dialects.
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("content_hash", Digest, nullable=False),
+    Column("metadata", Document, nullable=False),
+    _created(),
+    _updated(),
+    UniqueConstraint("series_id", "sop_uid"),
+    Index(None, "sop_uid"),
+    Index(None, "image_id"),
+    Index(None, "url"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("seq", BigId, primary_key=True),
+    Column("event_type", String(32), nullable=False),
+    Column("study_uid", Uid, nullable=False),
+    Column("series_uid", Uid),
+    Column("source", String(128)),
+    Column("payload", Document, nullable=False),
+    # PostgreSQL: the writing transaction's id (pg_current_xact_id), so a
+    # reader can hold back rows that an in-flight transaction may precede.
+    Column("txid", BigInteger),
+    _created(),
+    sqlite_autoincrement=True,  # never reuse a sequence number after a prune
+)
+
+consumers = Table(
+    "consumers",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False, server_default="0"),
+    Column("lease_owner", String(128)),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    _created(),
+    _updated(),
+)
+
+ingest_jobs = Table(
+    "ingest_jobs",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("source_id", Integer, ForeignKey(sources.c.id, ondelete="CASCADE"), nullable=False),
+    # The unit of work, in the source's terms: a study UID, a file, a folder.
+    Column("unit", Text, nullable=False),
+    Column("params", Document, nullable=False),
+    Column("state", String(16), nullable=False, server_default="queued"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False, server_default="5"),
+    Column("next_try_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("lease_owner", String(128)),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    _created(),
+    _updated(),
+    UniqueConstraint("source_id", "unit"),
+    Index(None, "state", "next_try_at"),
+)

@@ -1,0 +1,793 @@
+"""``MetaStore``: the persistent counterpart of OHIF's ``DicomMetadataStore``.
+
+Each public write owns one transaction: the rows it writes, the counts it
+keeps up and the outbox rows that announce the change commit together or not
+at all. Writes are set-based (one multi-row upsert per table per series);
+reads are a fixed number of queries whatever the size of the study.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from metastore import db, records
+from metastore.errors import InvalidMetadata, StoreClosed
+from metastore.events import Event, EventType, read_changes, write_events
+from metastore.records import Where
+from metastore.schema import instances, series, sources, studies
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Event], None]
+
+# A frame suffix a viewer appends to an instance's imageId: OHIF's DICOM JSON
+# `...&frame=3` / `...?frame=3`, or WADO-RS `.../frames/3` (PS3.18 10.4.1).
+_FRAME_SUFFIX = re.compile(r"(?:[?&]frame=\d+|/frames/\d+)$")
+_SOURCE_NAME_MAX = 128
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceInfo:
+    """A registered source: a named backend the index is filled from."""
+
+    id: int
+    name: str
+    kind: str
+    root_url: str | None
+    settings: Mapping[str, Any]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> SourceInfo:
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            kind=row["kind"],
+            root_url=row["root_url"],
+            settings=row["settings"],
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteResult:
+    """What one write call changed."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    events: tuple[Event, ...] = ()
+
+
+class MetaStore:
+    """A persistent, SQL-backed index of DICOM study, series and instance metadata.
+
+    ``url`` is a SQLAlchemy database URL (SQLite or ``postgresql+psycopg``);
+    None takes ``METASTORE_DATABASE_URL``, else ``sqlite:///metastore.db``.
+    A brand-new database is migrated to head; one behind head raises
+    ``SchemaNotAtHead``. Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, url: str | None = None, *, migrate: bool = True) -> None:
+        self.url = db.resolve_url(url)
+        self._engine: Engine | None = db.create_engine(self.url)
+        self._listeners: dict[EventType, list[Listener]] = defaultdict(list)
+        self._source_ids: dict[str, int] = {}
+        if migrate:
+            try:
+                db.ensure_schema(self._engine)
+            except BaseException:
+                self.close()
+                raise
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """The store's engine (raises ``StoreClosed`` once closed)."""
+        if self._engine is None:
+            raise StoreClosed(f"the store for {db.redact(self.url)} is closed")
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        """Release the database connections. Closing twice is harmless."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __enter__(self) -> MetaStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._engine is None else "open"
+        return f"<MetaStore {db.redact(self.url)} {state}>"
+
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[Connection]:
+        with db.translate_errors(what), self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[Connection]:
+        engine = self.engine
+        with db.translate_errors(what), engine.connect() as connection:
+            connection = connection.execution_options(metastore_readonly=True)
+            with connection.begin():
+                yield connection
+
+    # -- sources -------------------------------------------------------------
+
+    def register_source(
+        self,
+        name: str,
+        kind: str = "client",
+        *,
+        root_url: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> SourceInfo:
+        """Create or update a source. ``settings`` must hold no secrets."""
+        _check_source_name(name)
+        values = {"name": name, "kind": kind, "root_url": root_url, "settings": dict(settings or {})}
+        with self._writing(f"registering source {name!r}") as connection:
+            statement = db.upsert(connection, sources).values(values)
+            statement = statement.on_conflict_do_update(
+                index_elements=[sources.c.name],
+                set_={"kind": kind, "root_url": root_url, "settings": values["settings"]},
+            ).returning(*sources.c)
+            row = connection.execute(statement).mappings().one()
+        self._source_ids[name] = row["id"]
+        return SourceInfo.from_row(row)
+
+    def get_source(self, name: str) -> SourceInfo | None:
+        """The source of that name, or None."""
+        with self._reading("reading a source") as connection:
+            row = connection.execute(sa.select(sources).where(sources.c.name == name)).mappings().first()
+        return None if row is None else SourceInfo.from_row(row)
+
+    def list_sources(self) -> list[SourceInfo]:
+        """Every registered source, by name."""
+        with self._reading("listing sources") as connection:
+            rows = connection.execute(sa.select(sources).order_by(sources.c.name)).mappings()
+            return [SourceInfo.from_row(row) for row in rows]
+
+    def _source_id(self, connection: Connection, name: str) -> int:
+        """The id of the source, creating it (kind ``client``) on first use."""
+        cached = self._source_ids.get(name)
+        if cached is not None:
+            return cached
+        _check_source_name(name)
+        statement = db.upsert(connection, sources).values(name=name, kind="client", settings={})
+        connection.execute(statement.on_conflict_do_nothing(index_elements=[sources.c.name]))
+        source_id: int = connection.execute(
+            sa.select(sources.c.id).where(sources.c.name == name)
+        ).scalar_one()
+        # Cached only once committed: a rolled-back creation must not linger.
+        connection.info.setdefault("metastore_new_sources", {})[name] = source_id
+        return source_id
+
+    def _remember_sources(self, connection: Connection) -> None:
+        self._source_ids.update(connection.info.pop("metastore_new_sources", {}))
+
+    # -- writes --------------------------------------------------------------
+
+    def add_study(self, study: Mapping[str, Any], *, source: str = "client") -> WriteResult:
+        """Add or update study-level metadata (a QIDO-RS study row, naturalized)."""
+        return self.add_studies([study], source=source)
+
+    def add_studies(self, studies_: Iterable[Mapping[str, Any]], *, source: str = "client") -> WriteResult:
+        """Add or update the study-level metadata of several studies in one transaction."""
+        rows: dict[str, dict[str, Any]] = {}
+        for item, meta in enumerate(studies_):
+            records.check_mapping(meta, "study", item)
+            row = records.study_row(meta, Where(item=item))
+            rows[row["study_uid"]] = row
+        if not rows:
+            return WriteResult()
+        with self._writing("adding studies") as connection:
+            self._source_id(connection, source)
+            existing = set(
+                connection.execute(
+                    sa.select(studies.c.study_uid).where(studies.c.study_uid.in_(list(rows)))
+                ).scalars()
+            )
+            statement = db.upsert(connection, studies)
+            changed = statement.excluded
+            statement = statement.on_conflict_do_update(
+                index_elements=[studies.c.study_uid],
+                set_={
+                    **{key: changed[key] for key in _STUDY_WRITABLE},
+                    "updated_at": sa.func.now(),
+                },
+                where=studies.c.content_hash.is_distinct_from(changed.content_hash),
+            ).returning(studies.c.study_uid)
+            written = connection.execute(statement, list(rows.values())).scalars().all()
+            self._remember_sources(connection)
+        inserted = sum(1 for uid in written if uid not in existing)
+        return WriteResult(
+            inserted=inserted,
+            updated=len(written) - inserted,
+            unchanged=len(rows) - len(written),
+        )
+
+    def add_series_metadata(
+        self,
+        series_list: Iterable[Mapping[str, Any]],
+        *,
+        source: str = "client",
+        made_in_client: bool = False,
+    ) -> WriteResult:
+        """Add series summaries (QIDO-RS series rows, naturalized).
+
+        Writes one ``SERIES_ADDED`` per study whose series list changed,
+        naming the series that were added or changed; none when
+        ``made_in_client`` (OHIF's ``madeInClient``) or when nothing changed.
+        """
+        by_study: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        first_meta: dict[str, Mapping[str, Any]] = {}
+        for item, meta in enumerate(series_list):
+            records.check_mapping(meta, "series", item)
+            row = records.series_row(meta, Where(item=item))
+            by_study[row["study_uid"]][row["series_uid"]] = row
+            first_meta.setdefault(row["study_uid"], meta)
+        if not by_study:
+            return WriteResult()
+        inserted = updated = unchanged = 0
+        outbox_rows: list[dict[str, Any]] = []
+        with self._writing("adding series metadata") as connection:
+            source_id = self._source_id(connection, source)
+            self._check_series_homes(connection, source_id, by_study)
+            study_ids = self._ensure_studies(connection, first_meta)
+            for study_uid in sorted(by_study):
+                study_id = study_ids[study_uid]
+                rows = [
+                    {**_series_columns(row), "study_id": study_id, "source_id": source_id}
+                    for row in by_study[study_uid].values()
+                ]
+                statement = db.upsert(connection, series)
+                changed = statement.excluded
+                statement = statement.on_conflict_do_update(
+                    index_elements=[series.c.study_id, series.c.source_id, series.c.series_uid],
+                    set_={
+                        **{key: changed[key] for key in _SERIES_WRITABLE},
+                        "updated_at": sa.func.now(),
+                    },
+                    where=series.c.content_hash.is_distinct_from(changed.content_hash),
+                ).returning(series.c.series_uid)
+                existing = self._existing_series(connection, study_id, source_id, rows)
+                written = connection.execute(statement, rows).all()
+                n_new = sum(1 for row in written if row.series_uid not in existing)
+                inserted += n_new
+                updated += len(written) - n_new
+                unchanged += len(rows) - len(written)
+                if written:
+                    self._update_study(connection, study_id, new_series=n_new, new_instances=0)
+                    self._refresh_modalities(connection, study_id)
+                    if not made_in_client:
+                        outbox_rows.append(
+                            _event_row(
+                                EventType.SERIES_ADDED,
+                                study_uid,
+                                None,
+                                source,
+                                {"SeriesInstanceUIDs": sorted(row.series_uid for row in written)},
+                            )
+                        )
+            events = write_events(connection, outbox_rows)
+            self._remember_sources(connection)
+        self._notify(events)
+        return WriteResult(inserted=inserted, updated=updated, unchanged=unchanged, events=tuple(events))
+
+    def add_instances(
+        self,
+        instance_list: Iterable[Mapping[str, Any]],
+        *,
+        source: str = "client",
+        made_in_client: bool = False,
+    ) -> WriteResult:
+        """Add instance metadata (naturalized, with ``url`` and ``imageId``).
+
+        A batch may span series and studies. Each series with new or changed
+        instances gets one ``INSTANCES_ADDED``; none when ``made_in_client``
+        or when nothing changed. A changed instance is updated in place.
+        Studies and series not yet indexed are created from the instances.
+        """
+        grouped: dict[str, dict[str, dict[str, dict[str, Any]]]] = defaultdict(
+            lambda: defaultdict(dict)
+        )
+        first_meta: dict[tuple[str, str], Mapping[str, Any]] = {}
+        for item, meta in enumerate(instance_list):
+            records.check_mapping(meta, "instance", item)
+            row = records.instance_row(meta, Where(item=item))
+            study_uid, series_uid = row["study_uid"], row["series_uid"]
+            grouped[study_uid][series_uid][row["sop_uid"]] = row  # last write wins
+            first_meta.setdefault((study_uid, series_uid), meta)
+        if not grouped:
+            return WriteResult()
+        inserted = updated = unchanged = 0
+        outbox_rows: list[dict[str, Any]] = []
+        with self._writing("adding instances") as connection:
+            source_id = self._source_id(connection, source)
+            self._check_series_homes(connection, source_id, grouped)
+            study_ids = self._ensure_studies(
+                connection, {study: first_meta[(study, s)] for (study, s) in first_meta}
+            )
+            for study_uid in sorted(grouped):
+                study_id = study_ids[study_uid]
+                series_ids, n_new_series = self._ensure_series(
+                    connection,
+                    study_id,
+                    source_id,
+                    {s: first_meta[(study_uid, s)] for s in grouped[study_uid]},
+                )
+                study_new_instances = 0
+                for series_uid, by_sop in grouped[study_uid].items():
+                    added, changed = self._upsert_instances(
+                        connection, series_ids[series_uid], by_sop.values()
+                    )
+                    inserted += added
+                    updated += changed
+                    unchanged += len(by_sop) - added - changed
+                    study_new_instances += added
+                    if added:
+                        connection.execute(
+                            sa.update(series)
+                            .where(series.c.id == series_ids[series_uid])
+                            .values(num_instances=series.c.num_instances + added)
+                        )
+                    if (added or changed) and not made_in_client:
+                        outbox_rows.append(
+                            _event_row(
+                                EventType.INSTANCES_ADDED,
+                                study_uid,
+                                series_uid,
+                                source,
+                                {"added": added, "updated": changed},
+                            )
+                        )
+                if n_new_series or study_new_instances:
+                    self._update_study(
+                        connection,
+                        study_id,
+                        new_series=n_new_series,
+                        new_instances=study_new_instances,
+                    )
+                if n_new_series:
+                    self._refresh_modalities(connection, study_id)
+            events = write_events(connection, outbox_rows)
+            self._remember_sources(connection)
+        self._notify(events)
+        return WriteResult(inserted=inserted, updated=updated, unchanged=unchanged, events=tuple(events))
+
+    def delete_study(self, study_uid: str) -> bool:
+        """Delete a study with every series list and instance; writes ``STUDY_DELETED``.
+
+        Returns False (and writes nothing) when the study is not indexed.
+        """
+        with self._writing(f"deleting study {study_uid}") as connection:
+            row = connection.execute(
+                sa.delete(studies)
+                .where(studies.c.study_uid == str(study_uid))
+                .returning(studies.c.num_series, studies.c.num_instances)
+            ).first()
+            if row is None:
+                return False
+            payload = {"numSeries": row.num_series, "numInstances": row.num_instances}
+            events = write_events(
+                connection, [_event_row(EventType.STUDY_DELETED, str(study_uid), None, None, payload)]
+            )
+        self._notify(events)
+        return True
+
+    # -- write helpers (take a Connection, never commit) ---------------------
+
+    def _check_series_homes(
+        self, connection: Connection, source_id: int, grouped: Mapping[str, Iterable[str]]
+    ) -> None:
+        """Refuse a series UID that this source already holds under another study."""
+        home = {s: study for study, series_uids in grouped.items() for s in series_uids}
+        uids = list(home)
+        for start in range(0, len(uids), 500):
+            chunk = uids[start : start + 500]
+            query = (
+                sa.select(series.c.series_uid, studies.c.study_uid)
+                .join(studies, studies.c.id == series.c.study_id)
+                .where(series.c.source_id == source_id, series.c.series_uid.in_(chunk))
+            )
+            for series_uid, stored_study in connection.execute(query):
+                if stored_study != home[series_uid]:
+                    raise InvalidMetadata(
+                        f"series is already indexed under study {stored_study}; "
+                        "StudyInstanceUID differs from its series' study",
+                        field="StudyInstanceUID",
+                        study_uid=home[series_uid],
+                        series_uid=series_uid,
+                    )
+
+    def _ensure_studies(
+        self, connection: Connection, first_meta: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, int]:
+        """Ids of the studies, creating missing ones from their first item's metadata.
+
+        The study rows are locked (in UID order, so writers never deadlock)
+        until the transaction ends: writers of one study take turns, which
+        keeps counts and ModalitiesInStudy exact under concurrency.
+        """
+        rows = [
+            records.study_row(records.pick(meta, records.STUDY_KEYS), Where(study_uid=uid))
+            for uid, meta in sorted(first_meta.items())
+        ]
+        statement = db.upsert(connection, studies).on_conflict_do_nothing(
+            index_elements=[studies.c.study_uid]
+        )
+        connection.execute(statement, rows)
+        query = (
+            sa.select(studies.c.study_uid, studies.c.id)
+            .where(studies.c.study_uid.in_(sorted(first_meta)))
+            .order_by(studies.c.study_uid)
+            .with_for_update()
+        )
+        return {uid: id_ for uid, id_ in connection.execute(query)}
+
+    def _ensure_series(
+        self,
+        connection: Connection,
+        study_id: int,
+        source_id: int,
+        first_meta: Mapping[str, Mapping[str, Any]],
+    ) -> tuple[dict[str, int], int]:
+        """Ids of a study's series in a source, creating missing ones; and how many were new."""
+        rows = []
+        for series_uid, meta in first_meta.items():
+            row = records.series_row(records.pick(meta, records.SERIES_KEYS), Where(series_uid=series_uid))
+            rows.append({**_series_columns(row), "study_id": study_id, "source_id": source_id})
+        statement = (
+            db.upsert(connection, series)
+            .on_conflict_do_nothing(
+                index_elements=[series.c.study_id, series.c.source_id, series.c.series_uid]
+            )
+            .returning(series.c.series_uid)
+        )
+        created = connection.execute(statement, rows).all()
+        query = sa.select(series.c.series_uid, series.c.id).where(
+            series.c.study_id == study_id,
+            series.c.source_id == source_id,
+            series.c.series_uid.in_(list(first_meta)),
+        )
+        return {uid: id_ for uid, id_ in connection.execute(query)}, len(created)
+
+    def _existing_series(
+        self, connection: Connection, study_id: int, source_id: int, rows: list[dict[str, Any]]
+    ) -> set[str]:
+        query = sa.select(series.c.series_uid).where(
+            series.c.study_id == study_id,
+            series.c.source_id == source_id,
+            series.c.series_uid.in_([row["series_uid"] for row in rows]),
+        )
+        return set(connection.execute(query).scalars())
+
+    def _upsert_instances(
+        self, connection: Connection, series_id: int, rows: Iterable[dict[str, Any]]
+    ) -> tuple[int, int]:
+        """Upsert one series' instances; returns (inserted, updated).
+
+        ``ON CONFLICT DO UPDATE ... WHERE content differs RETURNING version``:
+        unchanged rows are neither written nor returned, a fresh row has
+        version 1 and an updated one a higher version.
+        """
+        values = [{**_instance_columns(row), "series_id": series_id} for row in rows]
+        statement = db.upsert(connection, instances)
+        changed = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=[instances.c.series_id, instances.c.sop_uid],
+            set_={
+                **{key: changed[key] for key in _INSTANCE_WRITABLE},
+                "version": instances.c.version + 1,
+                "updated_at": sa.func.now(),
+            },
+            where=instances.c.content_hash != changed.content_hash,
+        ).returning(instances.c.version)
+        versions = connection.execute(statement, values).scalars().all()
+        added = sum(1 for version in versions if version == 1)
+        return added, len(versions) - added
+
+    def _update_study(
+        self, connection: Connection, study_id: int, *, new_series: int, new_instances: int
+    ) -> None:
+        connection.execute(
+            sa.update(studies)
+            .where(studies.c.id == study_id)
+            .values(
+                num_series=studies.c.num_series + new_series,
+                num_instances=studies.c.num_instances + new_instances,
+                updated_at=sa.func.now(),
+            )
+        )
+
+    def _refresh_modalities(self, connection: Connection, study_id: int) -> None:
+        """Recompute ModalitiesInStudy from the study's series rows (all sources)."""
+        query = (
+            sa.select(series.c.modality)
+            .where(series.c.study_id == study_id, series.c.modality.is_not(None))
+            .distinct()
+        )
+        modalities = sorted(connection.execute(query).scalars())
+        connection.execute(
+            sa.update(studies)
+            .where(studies.c.id == study_id)
+            .values(modalities_in_study="\\".join(modalities) or None)
+        )
+
+    # -- reads ---------------------------------------------------------------
+
+    def get_study(self, study_uid: str) -> dict[str, Any] | None:
+        """The study with its series lists (one per source) and their instances.
+
+        Three queries whatever the size of the study.
+        """
+        with self._reading(f"reading study {study_uid}") as connection:
+            study = connection.execute(
+                sa.select(studies).where(studies.c.study_uid == str(study_uid))
+            ).mappings().first()
+            if study is None:
+                return None
+            series_rows = connection.execute(
+                _SERIES_QUERY.where(series.c.study_id == study["id"])
+            ).mappings().all()
+            instance_rows = connection.execute(
+                _INSTANCE_QUERY.join(series, series.c.id == instances.c.series_id).where(
+                    series.c.study_id == study["id"]
+                )
+            ).mappings().all()
+        by_series: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for row in instance_rows:
+            by_series[row["series_id"]].append(_instance_dict(row))
+        lists: dict[str, list[dict[str, Any]]] = {}
+        for row in series_rows:
+            lists.setdefault(row["source"], []).append(_series_dict(row, by_series[row["id"]]))
+        result = _study_dict(study)
+        result["seriesLists"] = [{"source": name, "series": items} for name, items in lists.items()]
+        return result
+
+    def get_series(
+        self, study_uid: str, series_uid: str, *, source: str | None = None
+    ) -> dict[str, Any] | None:
+        """One series with its instances (from ``source``, else the first source by name)."""
+        with self._reading(f"reading series {series_uid}") as connection:
+            row = self._find_series(connection, study_uid, series_uid, source)
+            if row is None:
+                return None
+            instance_rows = connection.execute(
+                _INSTANCE_QUERY.where(instances.c.series_id == row["id"])
+            ).mappings().all()
+        return _series_dict(row, [_instance_dict(r) for r in instance_rows])
+
+    def get_instance(
+        self, study_uid: str, series_uid: str, sop_uid: str, *, source: str | None = None
+    ) -> dict[str, Any] | None:
+        """One instance's metadata with ``url`` and ``imageId``, or None."""
+        with self._reading(f"reading instance {sop_uid}") as connection:
+            row = self._find_series(connection, study_uid, series_uid, source)
+            if row is None:
+                return None
+            found = connection.execute(
+                _INSTANCE_QUERY.where(
+                    instances.c.series_id == row["id"], instances.c.sop_uid == str(sop_uid)
+                )
+            ).mappings().first()
+        return None if found is None else _instance_dict(found)
+
+    def get_instance_by_image_id(self, image_id: str) -> dict[str, Any] | None:
+        """The instance a viewer's imageId (or retrieval url) names, or None.
+
+        A frame imageId (``...&frame=3``, ``.../frames/3``) that was not stored
+        as such finds its instance through the imageId without the frame.
+        """
+        candidates = [image_id]
+        stripped = _FRAME_SUFFIX.sub("", image_id)
+        if stripped != image_id:
+            candidates.append(stripped)
+        with self._reading("finding an instance by imageId") as connection:
+            for candidate in candidates:
+                for column in (instances.c.image_id, instances.c.url):
+                    found = connection.execute(
+                        _INSTANCE_QUERY.where(column == candidate).limit(1)
+                    ).mappings().first()
+                    if found is not None:
+                        return _instance_dict(found)
+        return None
+
+    def _find_series(
+        self, connection: Connection, study_uid: str, series_uid: str, source: str | None
+    ) -> Mapping[str, Any] | None:
+        query = (
+            _SERIES_QUERY.join(studies, studies.c.id == series.c.study_id)
+            .where(studies.c.study_uid == str(study_uid), series.c.series_uid == str(series_uid))
+            .limit(1)
+        )
+        if source is not None:
+            query = query.where(sources.c.name == source)
+        return connection.execute(query).mappings().first()
+
+    def changes(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        """Outbox events with ``seq > after``, in sequence order, at most ``limit``."""
+        with self._reading("reading the change feed") as connection:
+            return read_changes(connection, after, limit)
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Studies, series and instances by source and modality."""
+        query = (
+            sa.select(
+                sources.c.name.label("source"),
+                series.c.modality,
+                sa.func.count(sa.distinct(series.c.study_id)).label("studies"),
+                sa.func.count().label("series"),
+                sa.func.coalesce(sa.func.sum(series.c.num_instances), 0).label("instances"),
+            )
+            .join(sources, sources.c.id == series.c.source_id)
+            .group_by(sources.c.name, series.c.modality)
+            .order_by(sources.c.name, series.c.modality)
+        )
+        with self._reading("computing statistics") as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
+    # -- in-process listeners ------------------------------------------------
+
+    def subscribe(self, event: EventType | str, callback: Listener) -> Callable[[], None]:
+        """Call ``callback(event)`` after this process commits an event of that type.
+
+        Returns a function that unsubscribes. For events from every process,
+        read the change feed (``changes`` or ``metastore.events``) instead.
+        """
+        kind = EventType(event)
+        self._listeners[kind].append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._listeners[kind]:
+                self._listeners[kind].remove(callback)
+
+        return unsubscribe
+
+    def _notify(self, events: Sequence[Event]) -> None:
+        for event in events:
+            for callback in list(self._listeners.get(event.type, ())):
+                try:
+                    callback(event)
+                except Exception:
+                    # A listener's failure must not undo or hide a committed write.
+                    log.exception("listener %r failed on event %s", callback, event.seq)
+
+
+# -- row shapes ---------------------------------------------------------------
+
+_STUDY_WRITABLE = (
+    "patient_id",
+    "patient_name",
+    "study_date",
+    "study_time",
+    "accession_number",
+    "study_description",
+    "content_hash",
+    "metadata",
+)
+_SERIES_WRITABLE = (
+    "modality",
+    "series_number",
+    "series_description",
+    "series_date",
+    "series_time",
+    "content_hash",
+    "metadata",
+)
+_INSTANCE_WRITABLE = (
+    "sop_class_uid",
+    "instance_number",
+    "number_of_frames",
+    "rows",
+    "columns",
+    "url",
+    "image_id",
+    "content_hash",
+    "metadata",
+)
+
+_SERIES_QUERY = (
+    sa.select(*series.c, sources.c.name.label("source"))
+    .join(sources, sources.c.id == series.c.source_id)
+    .order_by(
+        sources.c.name,
+        series.c.series_number.is_(None),
+        series.c.series_number,
+        series.c.series_uid,
+    )
+)
+_INSTANCE_QUERY = sa.select(
+    instances.c.series_id, instances.c.url, instances.c.image_id, instances.c.metadata
+).order_by(
+    instances.c.series_id,
+    instances.c.instance_number.is_(None),
+    instances.c.instance_number,
+    instances.c.sop_uid,
+)
+
+
+def _series_columns(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: row[key] for key in ("series_uid", *_SERIES_WRITABLE)}
+
+
+def _instance_columns(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: row[key] for key in ("sop_uid", *_INSTANCE_WRITABLE)}
+
+
+def _event_row(
+    kind: EventType,
+    study_uid: str,
+    series_uid: str | None,
+    source: str | None,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {"StudyInstanceUID": study_uid}
+    if series_uid is not None:
+        payload["SeriesInstanceUID"] = series_uid
+    if source is not None:
+        payload["source"] = source
+    payload.update(extra)
+    return {
+        "event_type": str(kind),
+        "study_uid": study_uid,
+        "series_uid": series_uid,
+        "source": source,
+        "payload": payload,
+    }
+
+
+def _multi(values: list[str]) -> str | list[str]:
+    # The naturalized length-1 rule: one value bare, several as a list.
+    return values[0] if len(values) == 1 else values
+
+
+def _study_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(row["metadata"])
+    modalities = row["modalities_in_study"]
+    result["ModalitiesInStudy"] = _multi(modalities.split("\\")) if modalities else []
+    result["NumberOfStudyRelatedSeries"] = row["num_series"]
+    result["NumberOfStudyRelatedInstances"] = row["num_instances"]
+    return result
+
+
+def _series_dict(row: Mapping[str, Any], instance_dicts: list[dict[str, Any]]) -> dict[str, Any]:
+    result = dict(row["metadata"])
+    result["NumberOfSeriesRelatedInstances"] = row["num_instances"]
+    result["instances"] = instance_dicts
+    return result
+
+
+def _instance_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(row["metadata"])
+    if row["url"] is not None:
+        result["url"] = row["url"]
+    if row["image_id"] is not None:
+        result["imageId"] = row["image_id"]
+    return result
+
+
+def _check_source_name(name: Any) -> None:
+    if not isinstance(name, str) or not name.strip() or len(name) > _SOURCE_NAME_MAX:
+        raise InvalidMetadata(
+            f"a source name must be a non-empty string of at most {_SOURCE_NAME_MAX} characters",
+            field="source",
+        )
