@@ -147,8 +147,7 @@ def _stats(args: argparse.Namespace) -> int:
     for line in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     totals = {k: sum(int(row[k]) for row in rows) for k in ("series", "instances")}
-    print(f"total: {len({r['source'] for r in rows})} sources, {totals['series']} series, "
-          f"{totals['instances']} instances")
+    print(f"total: {totals['series']} series, {totals['instances']} instances")
     return 0
 
 
