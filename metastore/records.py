@@ -217,6 +217,7 @@ def study_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
 def series_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
     """The ``series`` row for series-level metadata, keyed by its UIDs."""
     study_uid = check_uid(meta.get("StudyInstanceUID"), "StudyInstanceUID", where)
+    where = Where(item=where.item, study_uid=study_uid)
     series_uid = check_uid(meta.get("SeriesInstanceUID"), "SeriesInstanceUID", where)
     where = Where(item=where.item, study_uid=study_uid, series_uid=series_uid)
     document = _without(meta, SERIES_COMPUTED)
@@ -237,7 +238,9 @@ def series_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
 def instance_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
     """The ``instances`` row for one instance's metadata (with ``url``/``imageId``)."""
     study_uid = check_uid(meta.get("StudyInstanceUID"), "StudyInstanceUID", where)
+    where = Where(item=where.item, study_uid=study_uid)
     series_uid = check_uid(meta.get("SeriesInstanceUID"), "SeriesInstanceUID", where)
+    where = Where(item=where.item, study_uid=study_uid, series_uid=series_uid)
     sop_uid = check_uid(meta.get("SOPInstanceUID"), "SOPInstanceUID", where)
     where = Where(item=where.item, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
     url = meta.get("url")
