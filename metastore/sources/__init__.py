@@ -1,0 +1,125 @@
+"""Where metadata comes from: the ``Source`` protocol and the registry of kinds.
+
+A source adapter turns one backend into naturalized metadata (the shape
+``MetaStore`` takes); it never touches the database. Its methods follow
+OHIF's data source module: search studies, search the series of a study,
+retrieve a series' instance metadata, and the image ids of an instance.
+
+Kinds are looked up by name. The built-ins are imported lazily (a kind's
+dependencies load only when it is used); custom kinds register through the
+``metastore.sources`` entry-point group, each entry point naming a factory
+``factory(config: SourceConfig) -> Source``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import import_module
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
+
+from metastore.errors import UnknownSource
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "metastore.sources"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceConfig:
+    """How to reach a backend.
+
+    ``settings`` are non-secret and may be stored with the source;
+    ``headers`` may carry credentials and are never stored or logged.
+    """
+
+    name: str
+    kind: str
+    root: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A backend the index is filled from."""
+
+    config: SourceConfig
+
+    def search_studies(self, query: Mapping[str, Any] | None = None) -> Iterable[dict[str, Any]]:
+        """Naturalized study-level rows matching a QIDO-style query (all when None)."""
+        ...
+
+    def search_series(self, study_uid: str) -> list[dict[str, Any]]:
+        """Naturalized series-level rows of one study."""
+        ...
+
+    def retrieve_series_metadata(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
+        """Naturalized metadata of every instance of a series, each with ``url`` and ``imageId``."""
+        ...
+
+    def get_image_ids(self, instance: Mapping[str, Any]) -> list[str]:
+        """The imageIds a viewer uses for an instance: one per frame."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...
+
+
+SourceFactory = Callable[[SourceConfig], Source]
+
+# Built-in kinds, as "module:attribute", imported on first use.
+_BUILTINS: dict[str, str] = {
+    "dicomweb": "metastore.sources.dicomweb:DicomWebSource",
+    "static_wado": "metastore.sources.static_wado:StaticWadoSource",
+    "dicomjson": "metastore.sources.dicomjson:DicomJsonSource",
+    "folder": "metastore.sources.folder:FolderSource",
+}
+_registered: dict[str, SourceFactory] = {}
+
+
+def register(kind: str, factory: SourceFactory) -> None:
+    """Register (or replace) the factory of a source kind in this process."""
+    _registered[kind] = factory
+
+
+def kinds() -> list[str]:
+    """Every kind known here: built-in, registered and from entry points."""
+    found = set(_BUILTINS) | set(_registered)
+    found.update(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    return sorted(found)
+
+
+def factory_for(kind: str) -> SourceFactory:
+    """The factory of a kind, or ``UnknownSource``."""
+    if kind in _registered:
+        return _registered[kind]
+    if kind in _BUILTINS:
+        module, _, attribute = _BUILTINS[kind].partition(":")
+        factory: SourceFactory = getattr(import_module(module), attribute)
+        return factory
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=kind):
+        loaded: SourceFactory = ep.load()
+        log.debug("source kind %s from entry point %s", kind, ep.value)
+        return loaded
+    raise UnknownSource(f"unknown source kind {kind!r}; known: {', '.join(kinds())}", kind=kind)
+
+
+def open_source(config: SourceConfig) -> Source:
+    """A source for the configuration, from its kind's factory."""
+    return factory_for(config.kind)(config)
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Source",
+    "SourceConfig",
+    "SourceFactory",
+    "factory_for",
+    "kinds",
+    "open_source",
+    "register",
+]
