@@ -67,14 +67,18 @@ class _EnvFlag(argparse.Action):
         setattr(namespace, self.dest, True)
 
 
-def option(parser: argparse.ArgumentParser, *names: str, env: str | None = None, **kwargs: Any) -> None:
+def option(
+    parser: argparse.ArgumentParser, *names: str, env: str | None = None, **kwargs: Any
+) -> None:
     """Add an option with its environment twin (``METASTORE_<NAME>`` unless given)."""
     dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
     twin = env or f"METASTORE_{dest.upper()}"
     parser.add_argument(*names, action=_EnvDefault, env=twin, **kwargs)
 
 
-def flag(parser: argparse.ArgumentParser, *names: str, env: str | None = None, **kwargs: Any) -> None:
+def flag(
+    parser: argparse.ArgumentParser, *names: str, env: str | None = None, **kwargs: Any
+) -> None:
     """Add a boolean flag with its environment twin."""
     dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
     twin = env or f"METASTORE_{dest.upper()}"
@@ -142,10 +146,14 @@ def _stats(args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     header = ("source", "modality", "studies", "series", "instances")
-    table = [header] + [tuple(str(row[k] if row[k] is not None else "-") for k in header) for row in rows]
+    table = [header] + [
+        tuple(str(row[k] if row[k] is not None else "-") for k in header) for row in rows
+    ]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for line in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
     totals = {k: sum(int(row[k]) for row in rows) for k in ("series", "instances")}
     print(f"total: {totals['series']} series, {totals['instances']} instances")
     return 0
@@ -188,16 +196,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="print indexed metadata as JSON")
     show_commands = show.add_subparsers(dest="show_command", metavar="WHAT", required=True)
-    show_study = show_commands.add_parser("study", help="a study with its series lists and instances")
+    show_study = show_commands.add_parser(
+        "study", help="a study with its series lists and instances"
+    )
     show_study.add_argument("study_uid", metavar="UID", help="StudyInstanceUID")
     show_study.set_defaults(handler=_show_study)
 
-    stats = commands.add_parser("stats", help="studies, series and instances by source and modality")
+    stats = commands.add_parser(
+        "stats", help="studies, series and instances by source and modality"
+    )
     flag(stats, "--json", env="METASTORE_STATS_JSON", help="print JSON instead of a table")
     stats.set_defaults(handler=_stats)
 
     changes = commands.add_parser("changes", help="print change-feed events as JSON lines")
-    option(changes, "--after", type=int, default=0, help="only events with a higher sequence number")
+    option(
+        changes, "--after", type=int, default=0, help="only events with a higher sequence number"
+    )
     option(changes, "--limit", type=int, default=1000, help="at most this many events")
     changes.set_defaults(handler=_changes)
     return parser

@@ -43,7 +43,7 @@ class Event:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Event:
+    def from_row(cls, row: Mapping[Any, Any]) -> Event:
         """An event from an ``outbox`` row (a mapping keyed by column)."""
         return cls(
             seq=row["seq"],

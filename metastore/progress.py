@@ -61,7 +61,9 @@ class Progress:
         for name, value in others.items():
             self.counts[name] = self.counts.get(name, 0) + value
         if self._bar is not None:
-            self._bar.set_postfix({k: v for k, v in self.counts.items() if k != self.unit}, refresh=False)
+            self._bar.set_postfix(
+                {k: v for k, v in self.counts.items() if k != self.unit}, refresh=False
+            )
             self._bar.update(advance)
             return
         now = time.monotonic()

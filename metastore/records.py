@@ -50,7 +50,11 @@ SERIES_KEYS = (
     "Laterality",
 )
 # Counts the index computes from its rows; stored input values would go stale.
-STUDY_COMPUTED = ("ModalitiesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")
+STUDY_COMPUTED = (
+    "ModalitiesInStudy",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+)
 SERIES_COMPUTED = ("NumberOfSeriesRelatedInstances",)
 # Keys of an instance dict that are not DICOM metadata.
 INSTANCE_EXTRAS = ("url", "imageId")
@@ -83,7 +87,9 @@ class Where:
 def check_mapping(value: Any, what: str, item: int | None) -> Mapping[str, Any]:
     """The value itself if it is a mapping; otherwise ``InvalidMetadata``."""
     if not isinstance(value, Mapping):
-        raise InvalidMetadata(f"{what} metadata must be a mapping, not {type(value).__name__}", item=item)
+        raise InvalidMetadata(
+            f"{what} metadata must be a mapping, not {type(value).__name__}", item=item
+        )
     return value
 
 
@@ -106,7 +112,9 @@ def check_uid(value: Any, field: str, where: Where) -> str:
     if len(value) > _UID_MAX:
         raise where.error(f"{field} is longer than {_UID_MAX} characters", field)
     if any(ch in _FORBIDDEN_IN_UID or ch == "\x7f" for ch in value):
-        raise where.error(f"{field} {value!r} holds whitespace, a backslash or a control character", field)
+        raise where.error(
+            f"{field} {value!r} holds whitespace, a backslash or a control character", field
+        )
     return str(value)
 
 

@@ -46,7 +46,7 @@ class SourceInfo:
     settings: Mapping[str, Any]
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> SourceInfo:
+    def from_row(cls, row: Mapping[Any, Any]) -> SourceInfo:
         return cls(
             id=row["id"],
             name=row["name"],
@@ -142,7 +142,12 @@ class MetaStore:
     ) -> SourceInfo:
         """Create or update a source. ``settings`` must hold no secrets."""
         _check_source_name(name)
-        values = {"name": name, "kind": kind, "root_url": root_url, "settings": dict(settings or {})}
+        values = {
+            "name": name,
+            "kind": kind,
+            "root_url": root_url,
+            "settings": dict(settings or {}),
+        }
         with self._writing(f"registering source {name!r}") as connection:
             statement = db.upsert(connection, sources).values(values)
             statement = statement.on_conflict_do_update(
@@ -156,7 +161,11 @@ class MetaStore:
     def get_source(self, name: str) -> SourceInfo | None:
         """The source of that name, or None."""
         with self._reading("reading a source") as connection:
-            row = connection.execute(sa.select(sources).where(sources.c.name == name)).mappings().first()
+            row = (
+                connection.execute(sa.select(sources).where(sources.c.name == name))
+                .mappings()
+                .first()
+            )
         return None if row is None else SourceInfo.from_row(row)
 
     def list_sources(self) -> list[SourceInfo]:
@@ -189,7 +198,9 @@ class MetaStore:
         """Add or update study-level metadata (a QIDO-RS study row, naturalized)."""
         return self.add_studies([study], source=source)
 
-    def add_studies(self, studies_: Iterable[Mapping[str, Any]], *, source: str = "client") -> WriteResult:
+    def add_studies(
+        self, studies_: Iterable[Mapping[str, Any]], *, source: str = "client"
+    ) -> WriteResult:
         """Add or update the study-level metadata of several studies in one transaction."""
         rows: dict[str, dict[str, Any]] = {}
         for item, meta in enumerate(studies_):
@@ -290,7 +301,9 @@ class MetaStore:
             events = write_events(connection, outbox_rows)
             self._remember_sources(connection)
         self._notify(events)
-        return WriteResult(inserted=inserted, updated=updated, unchanged=unchanged, events=tuple(events))
+        return WriteResult(
+            inserted=inserted, updated=updated, unchanged=unchanged, events=tuple(events)
+        )
 
     def add_instances(
         self,
@@ -371,7 +384,9 @@ class MetaStore:
             events = write_events(connection, outbox_rows)
             self._remember_sources(connection)
         self._notify(events)
-        return WriteResult(inserted=inserted, updated=updated, unchanged=unchanged, events=tuple(events))
+        return WriteResult(
+            inserted=inserted, updated=updated, unchanged=unchanged, events=tuple(events)
+        )
 
     def delete_study(self, study_uid: str) -> bool:
         """Delete a study with every series list and instance; writes ``STUDY_DELETED``.
@@ -388,7 +403,8 @@ class MetaStore:
                 return False
             payload = {"numSeries": row.num_series, "numInstances": row.num_instances}
             events = write_events(
-                connection, [_event_row(EventType.STUDY_DELETED, str(study_uid), None, None, payload)]
+                connection,
+                [_event_row(EventType.STUDY_DELETED, str(study_uid), None, None, payload)],
             )
         self._notify(events)
         return True
@@ -453,7 +469,9 @@ class MetaStore:
         """Ids of a study's series in a source, creating missing ones; and how many were new."""
         rows = []
         for series_uid, meta in first_meta.items():
-            row = records.series_row(records.pick(meta, records.SERIES_KEYS), Where(series_uid=series_uid))
+            row = records.series_row(
+                records.pick(meta, records.SERIES_KEYS), Where(series_uid=series_uid)
+            )
             rows.append({**_series_columns(row), "study_id": study_id, "source_id": source_id})
         statement = (
             db.upsert(connection, series)
@@ -540,19 +558,27 @@ class MetaStore:
         Three queries whatever the size of the study.
         """
         with self._reading(f"reading study {study_uid}") as connection:
-            study = connection.execute(
-                sa.select(studies).where(studies.c.study_uid == str(study_uid))
-            ).mappings().first()
+            study = (
+                connection.execute(sa.select(studies).where(studies.c.study_uid == str(study_uid)))
+                .mappings()
+                .first()
+            )
             if study is None:
                 return None
-            series_rows = connection.execute(
-                _SERIES_QUERY.where(series.c.study_id == study["id"])
-            ).mappings().all()
-            instance_rows = connection.execute(
-                _INSTANCE_QUERY.join(series, series.c.id == instances.c.series_id).where(
-                    series.c.study_id == study["id"]
+            series_rows = (
+                connection.execute(_SERIES_QUERY.where(series.c.study_id == study["id"]))
+                .mappings()
+                .all()
+            )
+            instance_rows = (
+                connection.execute(
+                    _INSTANCE_QUERY.join(series, series.c.id == instances.c.series_id).where(
+                        series.c.study_id == study["id"]
+                    )
                 )
-            ).mappings().all()
+                .mappings()
+                .all()
+            )
         by_series: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for row in instance_rows:
             by_series[row["series_id"]].append(_instance_dict(row))
@@ -571,9 +597,11 @@ class MetaStore:
             row = self._find_series(connection, study_uid, series_uid, source)
             if row is None:
                 return None
-            instance_rows = connection.execute(
-                _INSTANCE_QUERY.where(instances.c.series_id == row["id"])
-            ).mappings().all()
+            instance_rows = (
+                connection.execute(_INSTANCE_QUERY.where(instances.c.series_id == row["id"]))
+                .mappings()
+                .all()
+            )
         return _series_dict(row, [_instance_dict(r) for r in instance_rows])
 
     def get_instance(
@@ -584,11 +612,15 @@ class MetaStore:
             row = self._find_series(connection, study_uid, series_uid, source)
             if row is None:
                 return None
-            found = connection.execute(
-                _INSTANCE_QUERY.where(
-                    instances.c.series_id == row["id"], instances.c.sop_uid == str(sop_uid)
+            found = (
+                connection.execute(
+                    _INSTANCE_QUERY.where(
+                        instances.c.series_id == row["id"], instances.c.sop_uid == str(sop_uid)
+                    )
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
         return None if found is None else _instance_dict(found)
 
     def get_instance_by_image_id(self, image_id: str) -> dict[str, Any] | None:
@@ -604,16 +636,18 @@ class MetaStore:
         with self._reading("finding an instance by imageId") as connection:
             for candidate in candidates:
                 for column in (instances.c.image_id, instances.c.url):
-                    found = connection.execute(
-                        _INSTANCE_QUERY.where(column == candidate).limit(1)
-                    ).mappings().first()
+                    found = (
+                        connection.execute(_INSTANCE_QUERY.where(column == candidate).limit(1))
+                        .mappings()
+                        .first()
+                    )
                     if found is not None:
                         return _instance_dict(found)
         return None
 
     def _find_series(
         self, connection: Connection, study_uid: str, series_uid: str, source: str | None
-    ) -> Mapping[str, Any] | None:
+    ) -> Mapping[Any, Any] | None:
         query = (
             _SERIES_QUERY.join(studies, studies.c.id == series.c.study_id)
             .where(studies.c.study_uid == str(study_uid), series.c.series_uid == str(series_uid))
@@ -725,11 +759,11 @@ _INSTANCE_QUERY = sa.select(
 )
 
 
-def _series_columns(row: Mapping[str, Any]) -> dict[str, Any]:
+def _series_columns(row: Mapping[Any, Any]) -> dict[str, Any]:
     return {key: row[key] for key in ("series_uid", *_SERIES_WRITABLE)}
 
 
-def _instance_columns(row: Mapping[str, Any]) -> dict[str, Any]:
+def _instance_columns(row: Mapping[Any, Any]) -> dict[str, Any]:
     return {key: row[key] for key in ("sop_uid", *_INSTANCE_WRITABLE)}
 
 
@@ -760,7 +794,7 @@ def _multi(values: list[str]) -> str | list[str]:
     return values[0] if len(values) == 1 else values
 
 
-def _study_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+def _study_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
     result = dict(row["metadata"])
     modalities = row["modalities_in_study"]
     result["ModalitiesInStudy"] = _multi(modalities.split("\\")) if modalities else []
@@ -769,14 +803,14 @@ def _study_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _series_dict(row: Mapping[str, Any], instance_dicts: list[dict[str, Any]]) -> dict[str, Any]:
+def _series_dict(row: Mapping[Any, Any], instance_dicts: list[dict[str, Any]]) -> dict[str, Any]:
     result = dict(row["metadata"])
     result["NumberOfSeriesRelatedInstances"] = row["num_instances"]
     result["instances"] = instance_dicts
     return result
 
 
-def _instance_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+def _instance_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
     result = dict(row["metadata"])
     if row["url"] is not None:
         result["url"] = row["url"]

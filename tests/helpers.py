@@ -62,7 +62,9 @@ def instance_meta(
     return meta
 
 
-def instances(study: str = "1.2.3", series: str = "1.2.3.1", count: int = 3, **extra: Any) -> list[dict[str, Any]]:
+def instances(
+    study: str = "1.2.3", series: str = "1.2.3.1", count: int = 3, **extra: Any
+) -> list[dict[str, Any]]:
     return [instance_meta(study, series, n, **extra) for n in range(1, count + 1)]
 
 
@@ -70,7 +72,9 @@ def read_gz(path: Path) -> Any:
     return orjson.loads(gzip.decompress(path.read_bytes()))
 
 
-def real_studies() -> Iterator[tuple[dict[str, Any], list[dict[str, Any]], list[list[dict[str, Any]]]]]:
+def real_studies() -> Iterator[
+    tuple[dict[str, Any], list[dict[str, Any]], list[list[dict[str, Any]]]]
+]:
     """(study row, series rows, instances per series) of each bundled real study, naturalized."""
     for study_dir in sorted(p for p in (DATA / "studies").iterdir() if p.is_dir()):
         study = naturalize(read_gz(study_dir / "index.json.gz")[0])

@@ -656,7 +656,8 @@ _FLOATS = {"FL", "FD", "DS"}
 
 _text = st.text(max_size=12)
 _int = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-_float = st.floats(allow_nan=False)
+# JSON (RFC 8259) has no infinities or NaN, so neither has the DICOM JSON model.
+_float = st.floats(allow_nan=False, allow_infinity=False)
 _person_name = st.fixed_dictionaries(
     {}, optional={"Alphabetic": _text, "Ideographic": _text, "Phonetic": _text}
 )

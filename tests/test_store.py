@@ -49,7 +49,10 @@ def test_same_study_from_two_sources_keeps_two_lists(store: MetaStore) -> None:
     assert len(lists["b-archive"][0]["instances"]) == 2
     assert study["NumberOfStudyRelatedSeries"] == 2  # series rows, every source
     assert study["NumberOfStudyRelatedInstances"] == 5
-    assert store.get_series("1.2.3", "1.2.3.1", source="b-archive")["NumberOfSeriesRelatedInstances"] == 2  # type: ignore[index]
+    assert (
+        store.get_series("1.2.3", "1.2.3.1", source="b-archive")["NumberOfSeriesRelatedInstances"]
+        == 2
+    )  # type: ignore[index]
 
 
 def test_get_of_something_absent_is_none(store: MetaStore) -> None:
@@ -184,10 +187,17 @@ def test_counts_agree_with_rows_after_updates_and_deletes(store: MetaStore) -> N
     store.add_instances(instances(study="7.7", series="7.7.1", count=1))
     with store.engine.connect() as connection:
         for study_id, n_series, n_instances, modalities in connection.execute(
-            sa.select(studies.c.id, studies.c.num_series, studies.c.num_instances, studies.c.modalities_in_study)
+            sa.select(
+                studies.c.id,
+                studies.c.num_series,
+                studies.c.num_instances,
+                studies.c.modalities_in_study,
+            )
         ):
             series_rows = connection.execute(
-                sa.select(series.c.id, series.c.num_instances, series.c.modality).where(series.c.study_id == study_id)
+                sa.select(series.c.id, series.c.num_instances, series.c.modality).where(
+                    series.c.study_id == study_id
+                )
             ).all()
             assert n_series == len(series_rows)
             real = 0
@@ -231,7 +241,9 @@ def test_subscribe_and_unsubscribe(store: MetaStore) -> None:
     assert len(seen) == 1
 
 
-def test_failing_listener_does_not_undo_the_write(store: MetaStore, caplog: pytest.LogCaptureFixture) -> None:
+def test_failing_listener_does_not_undo_the_write(
+    store: MetaStore, caplog: pytest.LogCaptureFixture
+) -> None:
     def boom(event: Event) -> None:
         raise RuntimeError("listener bug")
 
@@ -256,7 +268,9 @@ def test_source_created_on_first_use_as_client(store: MetaStore) -> None:
     store.add_instances(instances(count=1), source="new-one")
     info = store.get_source("new-one")
     assert info is not None and info.kind == "client"
-    store.register_source("pacs", "dicomweb", root_url="http://pacs/dicom-web", settings={"limit": 100})
+    store.register_source(
+        "pacs", "dicomweb", root_url="http://pacs/dicom-web", settings={"limit": 100}
+    )
     store.add_instances(instances(count=1), source="pacs")
     pacs = store.get_source("pacs")
     assert pacs is not None and pacs.kind == "dicomweb" and pacs.settings == {"limit": 100}
@@ -284,7 +298,9 @@ def test_malformed_sop_uid_is_refused_and_nothing_stored(store: MetaStore, bad: 
     assert store.changes() == []
 
 
-@pytest.mark.parametrize("uid", ["1.2.840.10008.1", "a3f9c2e1d4b5a6978812cc0ffee0123456789abc", "01.002.3"])
+@pytest.mark.parametrize(
+    "uid", ["1.2.840.10008.1", "a3f9c2e1d4b5a6978812cc0ffee0123456789abc", "01.002.3"]
+)
 def test_non_conformant_but_usable_uids_are_taken(store: MetaStore, uid: str) -> None:
     store.add_instances([instance_meta(study=uid, series=uid + ".1", number=1)])
     assert store.get_study(uid) is not None
@@ -320,7 +336,13 @@ def test_metadata_not_a_mapping(store: MetaStore) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("InstanceNumber", "abc"), ("Rows", [1, 2]), ("NumberOfFrames", True), ("Columns", 1.5), ("url", 5)],
+    [
+        ("InstanceNumber", "abc"),
+        ("Rows", [1, 2]),
+        ("NumberOfFrames", True),
+        ("Columns", 1.5),
+        ("url", 5),
+    ],
 )
 def test_wrong_type_for_key_column(store: MetaStore, field: str, value: Any) -> None:
     with pytest.raises(InvalidMetadata) as caught:
@@ -331,7 +353,9 @@ def test_wrong_type_for_key_column(store: MetaStore, field: str, value: Any) -> 
 
 def test_wrong_type_for_series_key_column(store: MetaStore) -> None:
     with pytest.raises(InvalidMetadata) as caught:
-        store.add_series_metadata([series_meta(), series_meta(series="1.2.3.2", SeriesNumber="first")])
+        store.add_series_metadata(
+            [series_meta(), series_meta(series="1.2.3.2", SeriesNumber="first")]
+        )
     assert caught.value.field == "SeriesNumber" and caught.value.item == 1
     assert count(store, series) == 0
 
@@ -339,7 +363,9 @@ def test_wrong_type_for_series_key_column(store: MetaStore) -> None:
 def test_numeric_strings_are_taken_for_integer_columns(store: MetaStore) -> None:
     store.add_instances([instance_meta(InstanceNumber="7", Rows=512.0)])
     with store.engine.connect() as connection:
-        row = connection.execute(sa.select(instances_table.c.instance_number, instances_table.c.rows)).one()
+        row = connection.execute(
+            sa.select(instances_table.c.instance_number, instances_table.c.rows)
+        ).one()
     assert tuple(row) == (7, 512)
 
 
@@ -347,7 +373,9 @@ def test_failed_call_leaves_index_as_it_was(store: MetaStore) -> None:
     store.add_instances(instances(count=2))
     before = store.get_study("1.2.3")
     events = store.changes()
-    batch = instances(series="1.2.3.7", count=2) + [instance_meta(series="1.2.3.8", number=1, Rows="x")]
+    batch = instances(series="1.2.3.7", count=2) + [
+        instance_meta(series="1.2.3.8", number=1, Rows="x")
+    ]
     with pytest.raises(InvalidMetadata):
         store.add_instances(batch)
     assert store.get_study("1.2.3") == before
@@ -360,9 +388,7 @@ def test_database_failure_rolls_back_rows_and_events(store: MetaStore) -> None:
     store.add_instances(instances(count=1))
     with store.engine.begin() as connection:
         connection.execute(outbox.delete())
-        connection.execute(
-            sa.text("CREATE TABLE block_outbox (x int)")
-        )
+        connection.execute(sa.text("CREATE TABLE block_outbox (x int)"))
     # Make the outbox insert fail: drop the table the events go to.
     with store.engine.begin() as connection:
         connection.execute(sa.text("ALTER TABLE outbox RENAME TO outbox_gone"))
@@ -396,16 +422,14 @@ def test_real_studies_round_trip_through_the_store(store: MetaStore) -> None:
         got = store.get_study(study["StudyInstanceUID"])
         assert got is not None
         [series_list] = got["seriesLists"]
-        stored = {
-            i["SOPInstanceUID"]: i for s in series_list["series"] for i in s["instances"]
-        }
+        stored = {i["SOPInstanceUID"]: i for s in series_list["series"] for i in s["instances"]}
         for batch in per_series:
             for item in batch:
                 assert stored[item["SOPInstanceUID"]] == item
         assert got["NumberOfStudyRelatedInstances"] == sum(len(b) for b in per_series)
     assert count(store, instances_table) == total
     events_before = store.changes(limit=10_000)
-    for study, series_rows, per_series in real_studies():
+    for _study, series_rows, per_series in real_studies():
         store.add_series_metadata(series_rows, source="real")
         for batch in per_series:
             store.add_instances(batch, source="real")
