@@ -9,7 +9,6 @@ reads are a fixed number of queries whatever the size of the study.
 from __future__ import annotations
 
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from metastore import db, records
 from metastore.errors import InvalidMetadata, StoreClosed
 from metastore.events import Event, EventType, read_changes, write_events
+from metastore.imageids import strip_frame
 from metastore.records import Where
 from metastore.schema import instances, series, sources, studies
 
@@ -29,9 +29,6 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[Event], None]
 
-# A frame suffix a viewer appends to an instance's imageId: OHIF's DICOM JSON
-# `...&frame=3` / `...?frame=3`, or WADO-RS `.../frames/3` (PS3.18 10.4.1).
-_FRAME_SUFFIX = re.compile(r"(?:[?&]frame=\d+|/frames/\d+)$")
 _SOURCE_NAME_MAX = 128
 
 
@@ -630,7 +627,7 @@ class MetaStore:
         as such finds its instance through the imageId without the frame.
         """
         candidates = [image_id]
-        stripped = _FRAME_SUFFIX.sub("", image_id)
+        stripped = strip_frame(image_id)
         if stripped != image_id:
             candidates.append(stripped)
         with self._reading("finding an instance by imageId") as connection:

@@ -49,15 +49,20 @@ def index_tree(store: MetaStore, tree: Path = TREE, source: str = "sample") -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", default=None, help="database URL (default: METASTORE_DATABASE_URL "
-                        "or sqlite:///metastore.db)")
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="database URL (default: METASTORE_DATABASE_URL or sqlite:///metastore.db)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     with MetaStore(args.db) as store:
         added, events = index_tree(store)
-        print(f"indexed the bundled studies into {store.url}: "
-              f"{added} new instances, {events} change-feed events")
+        print(
+            f"indexed the bundled studies into {store.url}: "
+            f"{added} new instances, {events} change-feed events"
+        )
 
 
 if __name__ == "__main__":
