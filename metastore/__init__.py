@@ -19,9 +19,9 @@ from metastore.events import EVENTS, Event, EventType
 from metastore.store import MetaStore, SourceInfo, WriteResult
 
 __all__ = [
-    "EVENTS",
     "ConfigurationError",
     "DatabaseError",
+    "EVENTS",
     "Event",
     "EventType",
     "InvalidMetadata",

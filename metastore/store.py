@@ -674,7 +674,10 @@ class MetaStore:
             .order_by(sources.c.name, series.c.modality)
         )
         with self._reading("computing statistics") as connection:
-            return [dict(row) for row in connection.execute(query).mappings()]
+            # str(): column names come back as SQLAlchemy's quoted_name.
+            return [
+                {str(k): v for k, v in row.items()} for row in connection.execute(query).mappings()
+            ]
 
     # -- in-process listeners ------------------------------------------------
 
