@@ -10,9 +10,11 @@ at least two; every one has an ImagePositionPatient and ImageOrientationPatient
 orientation (each direction cosine within 0.01); they do not all lie in one
 place or two in one plane; they are stacked along the normal of their plane
 (no gantry tilt or shift between slices); and the steps between neighbours
-along that normal are regular: each within 20% of the typical (median) step,
-or a whole multiple of it within 20% of one step, which is a gap of missing
-slices (counted, and allowed).
+along that normal are regular: each within 20% of the grid spacing, or a
+whole multiple of it within 20% of one spacing, which is a gap of missing
+slices (counted, and allowed). The grid spacing is the extent of the stack
+over its number of grid steps, each step counted as a multiple of the median
+step.
 
 A multi-frame image needs pixel measures, an orientation and a position
 (PS3.3 C.7.6.16 functional groups, or their classic attributes); a
@@ -341,20 +343,35 @@ def _check_planes(positions: list[Vector], orientations: list[Orientation]) -> R
         return _no(Issue.DUPLICATE_POSITIONS)
     if tilted:
         return _no(Issue.INCONSISTENT_POSITION_INFORMATION)
-    typical = median(steps)
+    grid = _grid_spacing(steps)
+    if grid is None:
+        return _no(Issue.IRREGULAR_SPACING)
     missing = 0
     for step in steps:
-        multiple = round(step / typical)
-        if multiple < 1 or abs(step - multiple * typical) > SPACING_TOLERANCE * typical:
+        multiple = round(step / grid)
+        if multiple < 1 or abs(step - multiple * grid) > SPACING_TOLERANCE * grid:
             return _no(Issue.IRREGULAR_SPACING)
         missing += multiple - 1
-    extent = sum(steps)
     return Reconstructability(
         value=True,
         issues=(Issue.MISSING_FRAMES,) if missing else (),
-        average_spacing=extent / (len(steps) + missing),
+        average_spacing=grid,
         missing_frames=missing,
     )
+
+
+def _grid_spacing(steps: list[float]) -> float | None:
+    """The spacing of the regular grid the slices sit on, gaps included.
+
+    The median step says how many grid steps each step spans; the grid
+    spacing is then the whole extent over the number of grid steps (an
+    average, so jitter around it evens out, unlike the median alone).
+    """
+    typical = median(steps)
+    multiples = [round(step / typical) for step in steps]
+    if min(multiples) < 1:
+        return None
+    return sum(steps) / sum(multiples)
 
 
 def _has_pixel_measures(instance: Mapping[str, Any]) -> bool:
