@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from helpers import real_studies
@@ -24,10 +25,14 @@ def with_image_ids(instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return made
 
 
-def load_real(store: MetaStore, source: str = "real") -> list[str]:
-    """Index every bundled real study from ``source``; returns their StudyInstanceUIDs."""
+def load_real(
+    store: MetaStore, source: str = "real", only: Collection[str] | None = None
+) -> list[str]:
+    """Index the bundled real studies (``only`` these) from ``source``; returns their UIDs."""
     loaded = []
     for study, series_rows, per_series in real_studies():
+        if only is not None and study["StudyInstanceUID"] not in only:
+            continue
         store.add_study(study, source=source)
         store.add_series_metadata(series_rows, source=source)
         for batch in per_series:

@@ -43,7 +43,7 @@ from metastore.displaysets.build import (
 from metastore.displaysets.geometry import Issue, Reconstructability, check_multiframe, check_stack
 from metastore.displaysets.handlers import BUILTIN_HANDLERS
 from metastore.displaysets.model import DisplaySet, GetDisplaySets, SopClassHandler
-from metastore.displaysets.registry import ENTRY_POINT_GROUP, handlers, refresh, register
+from metastore.displaysets.registry import ENTRY_POINT_GROUP, all_handlers, refresh, register
 
 __all__ = [
     "BUILTIN_HANDLERS",
@@ -57,7 +57,7 @@ __all__ = [
     "check_multiframe",
     "check_stack",
     "display_set_uid",
-    "handlers",
+    "all_handlers",
     "refresh",
     "register",
     "resolve_references",

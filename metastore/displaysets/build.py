@@ -17,7 +17,7 @@ from typing import Any
 
 from metastore.displaysets import handlers as builtin
 from metastore.displaysets.model import DisplaySet, Instance, SopClassHandler
-from metastore.displaysets.registry import handlers as registered_handlers
+from metastore.displaysets.registry import all_handlers
 from metastore.errors import ConfigurationError, InvalidMetadata
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def study_display_sets(
     SeriesNumber); within a series, in the order the handlers made them.
     ``source`` keeps one series list; ``handlers`` replaces the registry.
     """
-    chosen = list(registered_handlers() if handlers is None else handlers)
+    chosen = list(all_handlers() if handlers is None else handlers)
     made: list[dict[str, Any]] = []
     for series_list in study.get("seriesLists") or []:
         name = series_list.get("source")
@@ -111,7 +111,7 @@ def series_display_sets(
     """The display sets of one series' instances (references left unresolved)."""
     if not instances:
         return []
-    chosen = list(registered_handlers() if handlers is None else handlers)
+    chosen = list(all_handlers() if handlers is None else handlers)
     context = _Context.of(instances, series or {}, source, study_uid)
     made: list[dict[str, Any]] = []
     for sop_class_uid, group in _groups(instances, context).items():

@@ -56,7 +56,7 @@ def refresh() -> None:
     _from_entry_points = None
 
 
-def handlers() -> list[SopClassHandler]:
+def all_handlers() -> list[SopClassHandler]:
     """Every handler, in the order they are tried."""
     custom = [*_registered, *_entry_point_handlers()]
     replaced = {handler.id: handler for handler in custom}
