@@ -51,6 +51,7 @@ TILT_TOLERANCE = 0.01
 well below a gantry tilt (which is whole degrees)."""
 
 _NM_TOMOGRAPHIC = ("RECON TOMO", "RECON GATED TOMO")
+_PLAIN_NUMBERS = (float, int)  # exact types: a bool is not a number here
 
 
 class Issue(StrEnum):
@@ -83,6 +84,8 @@ class Reconstructability:
     average_spacing: float | None = None
     """Millimetres between neighbouring slices of the regular grid (gaps included)."""
     missing_frames: int = 0
+    order: tuple[int, ...] = ()
+    """For a volume: indices of the images along the normal, highest first."""
 
     def fields(self) -> dict[str, Any]:
         """The display set fields this verdict sets (OHIF's names)."""
@@ -103,6 +106,9 @@ def _no(*issues: Issue) -> Reconstructability:
 
 def number(value: Any) -> float | None:
     """A finite float from a DS/IS/FD value (number, numeric string, one-item list), else None."""
+    kind = type(value)
+    if kind is float or kind is int:  # the common case, first
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, bool):
         return None
     if isinstance(value, list | tuple) and len(value) == 1:
@@ -125,6 +131,9 @@ def numbers(value: Any, count: int) -> tuple[float, ...] | None:
         value = value.split("\\")
     if not isinstance(value, list | tuple) or len(value) != count:
         return None
+    if all(type(item) in _PLAIN_NUMBERS for item in value):  # the common case, first
+        floats = tuple(map(float, value))
+        return floats if all(map(math.isfinite, floats)) else None
     result = tuple(number(item) for item in value)
     if any(item is None for item in result):
         return None
@@ -270,6 +279,16 @@ def check_stack(instances: Sequence[Mapping[str, Any]]) -> Reconstructability:
     )
 
 
+def ordered_stack(
+    instances: Sequence[Mapping[str, Any]],
+) -> tuple[Reconstructability, list[Mapping[str, Any]]]:
+    """``check_stack`` and the display order: along the normal when a volume, else as given."""
+    verdict = check_stack(instances)
+    if not verdict.value:
+        return verdict, list(instances)
+    return verdict, [instances[index] for index in verdict.order]
+
+
 def check_multiframe(instance: Mapping[str, Any]) -> Reconstructability:
     """Whether one multi-frame image forms a volume."""
     issues: list[Issue] = []
@@ -324,7 +343,8 @@ def _check_planes(positions: list[Vector], orientations: list[Orientation]) -> R
         return _no(Issue.NO_ORIENTATION_INFORMATION)
     if all(_length(_minus(p, positions[0])) < LOCATION_TOLERANCE for p in positions):
         return _no(Issue.SINGLE_LOCATION)
-    ordered = sorted(positions, key=lambda p: -_dot(p, normal))
+    order = sorted(range(len(positions)), key=lambda index: -_dot(positions[index], normal))
+    ordered = [positions[index] for index in order]
     steps: list[float] = []
     tilted = False
     for upper, lower in zip(ordered, ordered[1:], strict=False):
@@ -357,6 +377,7 @@ def _check_planes(positions: list[Vector], orientations: list[Orientation]) -> R
         issues=(Issue.MISSING_FRAMES,) if missing else (),
         average_spacing=grid,
         missing_frames=missing,
+        order=tuple(order),
     )
 
 

@@ -130,8 +130,7 @@ def _image_display_sets(instances: Sequence[Instance]) -> list[DisplaySet]:
 
 
 def _stack(instances: Sequence[Instance]) -> DisplaySet:
-    verdict = geometry.check_stack(instances)
-    ordered = geometry.sort_by_position(instances) if verdict.value else list(instances)
+    verdict, ordered = geometry.ordered_stack(instances)
     image_ids = [image_id for instance in ordered for image_id in frame_ids(instance)]
     fields = {
         "isMultiFrame": False,
