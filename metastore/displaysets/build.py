@@ -25,24 +25,14 @@ log = logging.getLogger(__name__)
 # Fixed forever: the UIDs of every index depend on it.
 UID_NAMESPACE = uuid.UUID("9b0d3c1e-5f4a-5e7b-8c2d-6a1f0e4b7d93")
 
+# Series attributes a display set repeats: the series row's, else its first instance's.
+_SERIES_FIELDS = ("Modality", "SeriesNumber", "SeriesDescription", "SeriesDate", "SeriesTime")
 # Fields a display set always has, in this order; handler fields follow.
 _COMMON = (
-    "displaySetInstanceUID",
-    "SOPClassHandlerId",
-    "source",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "Modality",
-    "SeriesNumber",
-    "SeriesDescription",
-    "SeriesDate",
-    "SeriesTime",
-    "SOPClassUID",
-    "sopClassUids",
-    "numInstances",
-    "SOPInstanceUIDs",
-    "numImageFrames",
-    "imageIds",
+    *("displaySetInstanceUID", "SOPClassHandlerId", "source"),
+    *("StudyInstanceUID", "SeriesInstanceUID", *_SERIES_FIELDS),
+    *("SOPClassUID", "sopClassUids", "numInstances", "SOPInstanceUIDs"),
+    *("numImageFrames", "imageIds"),
 )
 # Fields only the builder sets; a handler's value for them is ignored.
 _OWN = frozenset(_COMMON) - {"Modality", "numImageFrames", "imageIds"}
@@ -212,11 +202,7 @@ class _Context:
         classes = sorted(
             {uid for uid in (i.get("SOPClassUID") for i in instances) if isinstance(uid, str)}
         )
-        fields = {
-            keyword: pick(keyword)
-            for keyword in ("Modality", "SeriesNumber", "SeriesDescription", "SeriesDate")
-        }
-        fields["SeriesTime"] = pick("SeriesTime")
+        fields = {keyword: pick(keyword) for keyword in _SERIES_FIELDS}
         return cls(
             study_uid=study,
             series_uid=series_uid,

@@ -16,7 +16,7 @@ from typing import Any
 
 from metastore.displaysets import geometry, sopclasses
 from metastore.displaysets.geometry import first_item, number, number_of_frames
-from metastore.displaysets.model import DisplaySet, Instance, SopClassHandler
+from metastore.displaysets.model import DisplaySet, GetDisplaySets, Instance, SopClassHandler
 from metastore.imageids import frame_image_ids
 
 STACK = "@ohif/extension-default.sopClassHandlerModule.stack"
@@ -397,38 +397,20 @@ def unsupported_display_set(instances: Sequence[Instance], sop_class_uid: str | 
     return DisplaySet(instances=instances, fields=fields, key="unsupported")
 
 
-BUILTIN_HANDLERS: tuple[SopClassHandler, ...] = (
-    SopClassHandler(
-        id=VIDEO,
-        sop_class_uids=sopclasses.IMAGE | sopclasses.VIDEO,
-        get_display_sets=_video_display_sets,
-    ),
-    SopClassHandler(
-        id=WAVEFORM, sop_class_uids=sopclasses.WAVEFORM, get_display_sets=_waveform_display_sets
-    ),
-    SopClassHandler(
-        id=SEGMENTATION,
-        sop_class_uids=sopclasses.SEGMENTATION,
-        get_display_sets=_segmentation_display_sets,
-    ),
-    SopClassHandler(
-        id=PARAMETRIC_MAP,
-        sop_class_uids=sopclasses.PARAMETRIC_MAP,
-        get_display_sets=_parametric_map_display_sets,
-    ),
-    SopClassHandler(
-        id=STACK, sop_class_uids=sopclasses.IMAGE, get_display_sets=_image_display_sets
-    ),
-    SopClassHandler(
-        id=WHOLE_SLIDE,
-        sop_class_uids=sopclasses.WHOLE_SLIDE,
-        get_display_sets=_whole_slide_display_sets,
-    ),
-    SopClassHandler(id=PDF, sop_class_uids=sopclasses.PDF, get_display_sets=_pdf_display_sets),
-    SopClassHandler(id=SR_3D, sop_class_uids=sopclasses.SR_3D, get_display_sets=_sr_display_sets),
-    SopClassHandler(id=SR, sop_class_uids=sopclasses.SR, get_display_sets=_sr_display_sets),
-    SopClassHandler(
-        id=RTSTRUCT, sop_class_uids=sopclasses.RTSTRUCT, get_display_sets=_rtstruct_display_sets
-    ),
+_BUILTINS: tuple[tuple[str, frozenset[str], GetDisplaySets], ...] = (
+    (VIDEO, sopclasses.IMAGE | sopclasses.VIDEO, _video_display_sets),
+    (WAVEFORM, sopclasses.WAVEFORM, _waveform_display_sets),
+    (SEGMENTATION, sopclasses.SEGMENTATION, _segmentation_display_sets),
+    (PARAMETRIC_MAP, sopclasses.PARAMETRIC_MAP, _parametric_map_display_sets),
+    (STACK, sopclasses.IMAGE, _image_display_sets),
+    (WHOLE_SLIDE, sopclasses.WHOLE_SLIDE, _whole_slide_display_sets),
+    (PDF, sopclasses.PDF, _pdf_display_sets),
+    (SR_3D, sopclasses.SR_3D, _sr_display_sets),
+    (SR, sopclasses.SR, _sr_display_sets),
+    (RTSTRUCT, sopclasses.RTSTRUCT, _rtstruct_display_sets),
+)
+BUILTIN_HANDLERS: tuple[SopClassHandler, ...] = tuple(
+    SopClassHandler(id=id_, sop_class_uids=uids, get_display_sets=function)
+    for id_, uids, function in _BUILTINS
 )
 """The built-in handlers, in the order they are tried."""
