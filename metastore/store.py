@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from metastore import db, records, writer
+from metastore.displaysets import study_display_sets
 from metastore.errors import InvalidMetadata, StoreClosed
 from metastore.events import Event, EventType, read_changes, write_events
 from metastore.imageids import strip_frame
@@ -388,6 +389,18 @@ class MetaStore:
         result = _study_dict(study)
         result["seriesLists"] = [{"source": name, "series": items} for name, items in lists.items()]
         return result
+
+    def get_display_sets(
+        self, study_uid: str, *, source: str | None = None
+    ) -> list[dict[str, Any]] | None:
+        """What a viewer shows of the study: its display sets (``metastore.displaysets``).
+
+        Read with ``get_study`` (three queries whatever the size of the
+        study); None when the study is not indexed. ``source`` keeps the
+        series list of one source.
+        """
+        study = self.get_study(study_uid)
+        return None if study is None else study_display_sets(study, source=source)
 
     def get_series(
         self, study_uid: str, series_uid: str, *, source: str | None = None
