@@ -247,10 +247,11 @@ class JobQueue:
         """Mark the job failed for good, keeping the error."""
         return self._finish(job, owner, state=FAILED, error=error, delay=0.0)
 
-    def _finish(
-        self, job: Job, owner: str, *, state: str, error: str | None, delay: float
-    ) -> bool:
-        with db.translate_errors("finishing an ingest job"), self.store.engine.begin() as connection:
+    def _finish(self, job: Job, owner: str, *, state: str, error: str | None, delay: float) -> bool:
+        with (
+            db.translate_errors("finishing an ingest job"),
+            self.store.engine.begin() as connection,
+        ):
             values: dict[str, Any] = {
                 "state": state,
                 "lease_expires_at": None,
@@ -569,7 +570,12 @@ def drain(
     if workers == 1:
         with MetaStore(url) as store:
             worker = Worker(
-                store, source=source, secrets=secrets, lease=lease, poll=poll, on_progress=on_progress
+                store,
+                source=source,
+                secrets=secrets,
+                lease=lease,
+                poll=poll,
+                on_progress=on_progress,
             )
             return worker.run(once=True)
     return _drain_processes(url, workers, source, dict(secrets or {}), lease, poll, on_progress)
@@ -701,3 +707,42 @@ def ingest_source(
         errors=tuple(stats.errors),
         elapsed=time.monotonic() - started,
     )
+
+
+def reporter(progress: Any) -> ProgressCallback:
+    """A progress callback that advances a ``metastore.progress.Progress`` (studies as its unit)."""
+
+    def report(kind: str, amount: int) -> None:
+        if kind == "studies":
+            progress.update(amount)
+        else:
+            progress.update(0, **{kind: amount})
+
+    return report
+
+
+def serve(
+    store: MetaStore,
+    *,
+    source: str | None = None,
+    secrets: Mapping[str, Mapping[str, str]] | None = None,
+    lease: float = 60.0,
+    poll: float = 2.0,
+    once: bool = False,
+) -> WorkerStats:
+    """Run one worker in this process until SIGTERM/SIGINT (or, with ``once``, the queue drains).
+
+    A signal lets the current job finish its current series write, then stops.
+    """
+    import signal
+
+    stop = StopFlag()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    try:
+        worker = Worker(store, source=source, secrets=secrets, lease=lease, poll=poll)
+        return worker.run(once=once, stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -135,7 +135,9 @@ def _count(key: str, raw: Any) -> int:
     try:
         value = int(raw)
     except (TypeError, ValueError):
-        raise ConfigurationError(f"query parameter {key} must be a whole number, not {raw!r}") from None
+        raise ConfigurationError(
+            f"query parameter {key} must be a whole number, not {raw!r}"
+        ) from None
     if value < 0:
         raise ConfigurationError(f"query parameter {key} must not be negative, not {value}")
     return value
@@ -193,7 +195,9 @@ def _matches_path(
 
 def _is_universal(criterion: Criterion) -> bool:
     value = criterion.value
-    return value == "" or (criterion.vr in _WILDCARD_VRS and value.strip("*") == "" and "*" in value)
+    return value == "" or (
+        criterion.vr in _WILDCARD_VRS and value.strip("*") == "" and "*" in value
+    )
 
 
 def _values(value: Any, vr: str) -> list[Any]:
@@ -217,7 +221,9 @@ def _matcher(criterion: Criterion, fuzzy: bool) -> Callable[[Any], bool]:
     if vr == "UI":
         wanted = {uid.strip() for uid in re.split(r"[\\,]", text) if uid.strip()}
         return lambda v: isinstance(v, str) and v.strip() in wanted
-    tests = [_one_matcher(vr, alternative, criterion.name, fuzzy) for alternative in text.split("\\")]
+    tests = [
+        _one_matcher(vr, alternative, criterion.name, fuzzy) for alternative in text.split("\\")
+    ]
     if len(tests) == 1:
         return tests[0]
     return lambda v: any(test(v) for test in tests)
@@ -266,7 +272,8 @@ def _number_matcher(text: str, name: str) -> Callable[[Any], bool]:
 
 # -- dates and times (C.2.2.2.5) ---------------------------------------------
 
-_DT_VALUE = r"\d{4,14}(?:\.\d{1,6})?(?:[+-]\d{4})?"
+# A DT value; an offset (+/-hhmm) only after the hour, so "2013-2014" reads as a range.
+_DT_VALUE = r"(?:\d{4}(?:\d{2}){0,2}|\d{10}(?:\d{2}){0,2}(?:\.\d{1,6})?(?:[+-]\d{4})?)"
 _FORMS = {
     "DA": r"\d{8}",
     "TM": r"\d{2,6}(?:\.\d{1,6})?",
@@ -308,10 +315,7 @@ def _normalize(vr: str, value: str, pad: str) -> str:
     value = value.strip()
     if vr == "DA":
         return value.replace(".", "").replace("-", "")
-    if vr == "DT":
-        value = re.sub(r"[+-]\d{4}$", "", value)
-    else:
-        value = value.replace(":", "")
+    value = re.sub(r"[+-]\d{4}$", "", value) if vr == "DT" else value.replace(":", "")
     whole, _, fraction = value.partition(".")
     return whole.ljust(_WIDTH[vr], pad) + "." + fraction.ljust(6, pad)
 

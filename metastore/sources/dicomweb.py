@@ -31,9 +31,10 @@ import base64
 import email.utils
 import gzip
 import logging
+import os
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -140,8 +141,7 @@ class DicomWebSource:
 
     def search_studies(self, query: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Study rows matching a QIDO-RS query (all pages), naturalized."""
-        for row in self._paged(f"{self.root}/studies", dict(query or {}), "StudyInstanceUID"):
-            yield row
+        yield from self._paged(f"{self.root}/studies", dict(query or {}), "StudyInstanceUID")
 
     def search_series(self, study_uid: str) -> list[dict[str, Any]]:
         """The series rows of one study (all pages), naturalized."""
@@ -193,12 +193,12 @@ class DicomWebSource:
     def _instance(
         self, item: Any, index: int, study_uid: str, series_uid: str, url: str
     ) -> dict[str, Any]:
-        where = {"study_uid": study_uid, "series_uid": series_uid}
+        where: dict[str, Any] = {"study_uid": study_uid, "series_uid": series_uid}
         try:
             meta = naturalize(item)
         except InvalidMetadata as err:
             raise InvalidMetadata(
-                f"{url}: {err.args[0]}", path=f"[{index}].{err.path or '$'}", **where
+                f"{url}: {err.args[0]}", path=_item_path(index, err), **where
             ) from None
         sop_uid = meta.get("SOPInstanceUID")
         if not isinstance(sop_uid, str) or not sop_uid:
@@ -264,9 +264,7 @@ class DicomWebSource:
         try:
             return naturalize(item)
         except InvalidMetadata as err:
-            raise InvalidMetadata(
-                f"{url}: {err.args[0]}", path=f"[{position}].{err.path or '$'}"
-            ) from None
+            raise InvalidMetadata(f"{url}: {err.args[0]}", path=_item_path(position, err)) from None
 
     def _get_json(self, url: str, params: Mapping[str, Any] | None, what: str) -> list[Any]:
         """GET a DICOM JSON array, with retries; 204 (no matches) is an empty array."""
@@ -342,7 +340,9 @@ class DicomWebSource:
             try:
                 body = gzip.decompress(body)
             except (OSError, EOFError) as err:
-                raise SourceUnavailable(f"{what}: {url}: truncated gzip body: {err}", url=url) from err
+                raise SourceUnavailable(
+                    f"{what}: {url}: truncated gzip body: {err}", url=url
+                ) from err
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as err:
@@ -358,6 +358,12 @@ class DicomWebSource:
                 url=url,
             )
         return data
+
+
+def _item_path(index: int, err: InvalidMetadata) -> str:
+    """The JSON path of a problem inside item ``index`` of a response array."""
+    inner = err.context.get("path")
+    return f"[{index}]" if inner in (None, "$") else f"[{index}].{inner}"
 
 
 def _param(value: Any) -> str:
@@ -399,3 +405,51 @@ def _resolve(uri: str, base: str, root: str) -> str:
         parts = urlsplit(root)
         return f"{parts.scheme}://{parts.netloc}{uri}"
     return f"{base}/{uri}"
+
+
+def auth_headers(
+    lines: Iterable[str] = (),
+    *,
+    token_env: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> dict[str, str]:
+    """Headers from ``Name: value`` lines and a bearer token read from an environment variable.
+
+    Errors name the header or variable, never a value.
+    """
+    headers: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip() or any(ch.isspace() for ch in name.strip()):
+            raise ConfigurationError(f"header {number} is not of the form 'Name: value'")
+        headers[name.strip()] = value.strip()
+    if token_env:
+        token = environ.get(token_env, "").strip()
+        if not token:
+            raise ConfigurationError(f"the environment variable {token_env} holds no token")
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def dicomweb_config(
+    root: str,
+    *,
+    name: str | None = None,
+    static: bool = False,
+    headers: Mapping[str, str] | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> SourceConfig:
+    """The configuration of a DICOMweb (or static DICOMweb) source at ``root``.
+
+    Credentials written into the URL (``https://user:password@host/...``)
+    move into an ``Authorization`` header, so the root that is stored and
+    logged holds none. The name defaults to the root's host and port.
+    """
+    clean, from_url = split_credentials(root.rstrip("/"))
+    return SourceConfig(
+        name=name or urlsplit(clean).netloc or clean,
+        kind="static_wado" if static else "dicomweb",
+        root=clean,
+        settings={key: value for key, value in (settings or {}).items() if value is not None},
+        headers={**from_url, **dict(headers or {})},
+    )

@@ -45,7 +45,9 @@ class StaticWadoSource(DicomWebSource):
     def search_series(self, study_uid: str) -> list[dict[str, Any]]:
         """The series of one study (the tree's series index of that study)."""
         url = f"{self.root}/studies/{quote(study_uid)}/series"
-        rows = [self._row(item, url, i) for i, item in enumerate(self._get_json(url, None, "search"))]
+        rows = [
+            self._row(item, url, i) for i, item in enumerate(self._get_json(url, None, "search"))
+        ]
         for row in rows:
             row.setdefault("StudyInstanceUID", study_uid)
         return [row for row in rows if row["StudyInstanceUID"] == study_uid]
