@@ -12,7 +12,8 @@ can catch ``MetastoreError`` and know it is ours::
     ├── UnknownSource            a source name or kind nobody registered
     ├── SourceError              a backend (DICOMweb server, file) failed
     │   ├── SourceUnavailable    a failure that may pass: timeout, refused, 429, 5xx
-    │   └── BadResponse          an answer that is not what the protocol promises
+    │   ├── BadResponse          an answer that is not what the protocol promises
+    │   └── SourceRefused        a 4xx refusal (not found, not authorized): retrying won't help
     └── LeaseLost                a worker's job lease ran out and another took the job
 
 Each class's docstring is its default message. Context travels as attributes,
@@ -110,6 +111,10 @@ class SourceUnavailable(SourceError):
 
 class BadResponse(SourceError):
     """The source answered with something other than DICOM JSON."""
+
+
+class SourceRefused(SourceError):
+    """The source refused the request (a 4xx other than 429); retrying will not help."""
 
 
 class LeaseLost(MetastoreError):

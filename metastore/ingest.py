@@ -47,6 +47,7 @@ from metastore.errors import (
     InvalidMetadata,
     LeaseLost,
     MetastoreError,
+    SourceRefused,
     SourceUnavailable,
     UnknownSource,
 )
@@ -61,7 +62,7 @@ STATES = (QUEUED, RUNNING, DONE, FAILED)
 _CHUNK = 1000  # rows per multi-row insert, far below either bind-parameter limit
 _ERROR_MAX = 4000
 # Errors a retry cannot cure: the job fails at once.
-_PERMANENT = (InvalidMetadata, ConfigurationError, UnknownSource)
+_PERMANENT = (InvalidMetadata, ConfigurationError, UnknownSource, SourceRefused)
 
 #: Reports progress: (quantity, amount), quantities ``studies``, ``series``,
 #: ``instances``, ``failures``, ``retries``.

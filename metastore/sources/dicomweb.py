@@ -47,6 +47,7 @@ from metastore.errors import (
     ConfigurationError,
     InvalidMetadata,
     SourceError,
+    SourceRefused,
     SourceUnavailable,
 )
 from metastore.imageids import frame_image_ids
@@ -318,14 +319,14 @@ class DicomWebSource:
         if status == 204:
             return []
         if status in (401, 403):
-            raise SourceError(
+            raise SourceRefused(
                 f"{what}: {url} answered {status} {response.reason_phrase}: "
                 "check the source's --header / --token-env credentials",
                 url=url,
                 status=status,
             )
         if status >= 300:
-            raise SourceError(
+            raise SourceRefused(
                 f"{what}: {url} answered {status} {response.reason_phrase}", url=url, status=status
             )
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
