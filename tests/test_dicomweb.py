@@ -108,8 +108,7 @@ def test_ingest_matches_the_server(orthanc: Orthanc, db_url: str) -> None:
             assert study is not None
             assert study["NumberOfStudyRelatedSeries"] == study_row["NumberOfStudyRelatedSeries"]
             assert (
-                study["NumberOfStudyRelatedInstances"]
-                == study_row["NumberOfStudyRelatedInstances"]
+                study["NumberOfStudyRelatedInstances"] == study_row["NumberOfStudyRelatedInstances"]
             )
             assert study["PatientID"] == study_row["PatientID"]
             (series_list,) = study["seriesLists"]
@@ -183,7 +182,9 @@ def _dump(url: str) -> str:
     engine = sa.create_engine(url)
     with engine.connect() as connection:
         text = "\n".join(
-            str(row) for table in schema_metadata.sorted_tables for row in connection.execute(sa.select(table))
+            str(row)
+            for table in schema_metadata.sorted_tables
+            for row in connection.execute(sa.select(table))
         )
     engine.dispose()
     return text
@@ -228,5 +229,7 @@ def _uids(orthanc: Orthanc) -> list[str]:
 
 def test_the_test_data_is_what_we_think(orthanc: Orthanc) -> None:
     statistics = orthanc_rest(orthanc, "/statistics")
-    assert statistics["CountInstances"] == len(PYDICOM_FILES) + GENERATED_SERIES * GENERATED_INSTANCES
+    assert (
+        statistics["CountInstances"] == len(PYDICOM_FILES) + GENERATED_SERIES * GENERATED_INSTANCES
+    )
     assert httpx.get(f"{orthanc.root}/studies").status_code == 401  # auth is on

@@ -32,7 +32,10 @@ def json_response(data: Any, status: int = 200, **headers: str) -> httpx.Respons
 
 def study_rows(count: int) -> list[dict[str, Any]]:
     return [
-        {"0020000D": {"vr": "UI", "Value": [f"1.2.3.{n}"]}, "00100020": {"vr": "LO", "Value": ["P"]}}
+        {
+            "0020000D": {"vr": "UI", "Value": [f"1.2.3.{n}"]},
+            "00100020": {"vr": "LO", "Value": ["P"]},
+        }
         for n in range(count)
     ]
 
@@ -114,7 +117,9 @@ def test_timeouts_are_retried(delays: list[float]) -> None:
 
 def test_a_truncated_body_is_retried_then_reported(delays: list[float]) -> None:
     whole = orjson.dumps(study_rows(3))
-    cut = httpx.Response(200, content=whole[:-20], headers={"Content-Type": "application/dicom+json"})
+    cut = httpx.Response(
+        200, content=whole[:-20], headers={"Content-Type": "application/dicom+json"}
+    )
     handler = Recorder(cut, json_response(study_rows(3)), json_response([]))
     with source(handler) as web:
         assert len(list(web.search_studies())) == 3
@@ -139,9 +144,9 @@ def test_a_wrong_content_type_is_named(delays: list[float]) -> None:
 
 
 def test_a_json_object_instead_of_an_array(delays: list[float]) -> None:
-    with source(Recorder(json_response({"error": "x"}))) as web:
-        with pytest.raises(BadResponse, match="JSON array"):
-            list(web.search_studies())
+    web = source(Recorder(json_response({"error": "x"})))
+    with web, pytest.raises(BadResponse, match="JSON array"):
+        list(web.search_studies())
 
 
 def test_404_is_refused_not_retried(delays: list[float]) -> None:
@@ -192,14 +197,14 @@ def test_instances_of_another_series_are_refused(delays: list[float]) -> None:
         "0020000E": {"vr": "UI", "Value": ["9.9.9"]},
         "00080018": {"vr": "UI", "Value": ["1.2.3.1"]},
     }
-    with source(Recorder(json_response([item]))) as web:
-        with pytest.raises(InvalidMetadata, match="SeriesInstanceUID") as caught:
-            web.retrieve_series_metadata("1.2", "1.2.3")
+    web = source(Recorder(json_response([item])))
+    with web, pytest.raises(InvalidMetadata, match="SeriesInstanceUID") as caught:
+        web.retrieve_series_metadata("1.2", "1.2.3")
     assert caught.value.context["path"] == "[0]"
     bad = {"0020000D": {"vr": "UI", "Value": "not-a-list"}}
-    with source(Recorder(json_response([item, bad]))) as web:
-        with pytest.raises(InvalidMetadata) as caught:
-            web.retrieve_series_metadata("1.2", "9.9.9")
+    web = source(Recorder(json_response([item, bad])))
+    with web, pytest.raises(InvalidMetadata) as caught:
+        web.retrieve_series_metadata("1.2", "9.9.9")
     assert str(caught.value.context["path"]).startswith("[1]")
 
 

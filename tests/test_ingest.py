@@ -9,8 +9,8 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from contextlib import closing
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,9 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (site / "metastore_treesource" / "__init__.py").write_text(PLUGIN)
     info = site / "metastore_treesource-1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: metastore-treesource\nVersion: 1.0\n")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: metastore-treesource\nVersion: 1.0\n"
+    )
     (info / "entry_points.txt").write_text(
         "[metastore.sources]\ntree = metastore_treesource:TreeSource\n"
     )

@@ -134,7 +134,9 @@ def test_real_studies_filtered() -> None:
 
     assert found() == uids
     ct = found(ModalitiesInStudy="CT")
-    assert ct and all("CT" in str(r.get("ModalitiesInStudy")) for r in rows if r["StudyInstanceUID"] in ct)
+    assert ct and all(
+        "CT" in str(r.get("ModalitiesInStudy")) for r in rows if r["StudyInstanceUID"] in ct
+    )
     assert found(StudyDescription="ECG") == {"1.3.76.13.65829.2.20130125082826.1072139.2"}
     assert found(StudyDate="20130101-20130131") >= {"1.3.76.13.65829.2.20130125082826.1072139.2"}
     two = sorted(uids)[:2]

@@ -77,10 +77,5 @@ def test_ingest_the_whole_tree(static_tree: StaticTree, db_url: str, workers: in
         assert sum(row["series"] for row in stats) == series
         thorax = store.get_study(THORAX)
         assert thorax is not None and thorax["PatientName"][0]["Alphabetic"] == "Test^Röntgen"
-        frames = [
-            i
-            for lst in thorax["seriesLists"]
-            for s in lst["series"]
-            for i in s["instances"]
-        ]
+        frames = [i for lst in thorax["seriesLists"] for s in lst["series"] for i in s["instances"]]
         assert all(i["imageId"].startswith(f"wadors:{static_tree.root}/studies/") for i in frames)
