@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from metastore import db, ingest
+from metastore import db, ingest, runner
 from metastore.errors import ConfigurationError, MetastoreError
 from metastore.progress import Progress
 from metastore.sources.dicomweb import auth_headers, dicomweb_config
@@ -224,7 +224,7 @@ def _ingest_dicomweb(args: argparse.Namespace) -> int:
     )
     query = dict(_key_value(item) for item in args.query)
     with Progress(f"ingest {config.name}", unit="studies") as progress:
-        summary = ingest.ingest_source(
+        summary = runner.ingest_source(
             db.resolve_url(args.db),
             config,
             query=query,
@@ -232,7 +232,7 @@ def _ingest_dicomweb(args: argparse.Namespace) -> int:
             workers=args.workers,
             lease=args.lease,
             max_attempts=args.max_attempts,
-            on_progress=ingest.reporter(progress),
+            on_progress=runner.reporter(progress),
             on_queued=progress.set_total,
         )
     print(summary.describe())
@@ -258,7 +258,7 @@ def _worker(args: argparse.Namespace) -> int:
             "--header and --token-env need --source: credentials go to one source"
         )
     with open_store(args) as store:
-        stats = ingest.serve(
+        stats = runner.serve(
             store,
             source=args.source,
             secrets={args.source: headers} if args.source else {},

@@ -10,7 +10,8 @@ series' instances (one ``add_instances``, so one transaction, per series).
 Every write is idempotent, so a job done twice changes nothing the second
 time.
 
-Claims take a lease. A worker renews it before each write and stops if it
+Claims take a lease. Before each write a worker checks that it still holds
+the job (renewing the lease once a third of it has passed) and stops if it
 has lost it; a worker that dies simply lets it run out, and the next claim
 takes the job over. On PostgreSQL the claim is ``FOR UPDATE SKIP LOCKED``,
 so any number of workers on any number of machines share the queue; on
@@ -32,7 +33,8 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from threading import Event as StopFlag
@@ -236,6 +238,16 @@ class JobQueue:
         if result.rowcount != 1:
             raise LeaseLost(f"job {job.id} ({job.unit}) is no longer ours", job_id=job.id)
 
+    def holds(self, job: Job, owner: str) -> bool:
+        """Whether ``owner`` still holds the job (a read: no write, no fsync)."""
+        with db.translate_errors("checking a job lease"), self.store.engine.connect() as connection:
+            connection = connection.execution_options(metastore_readonly=True)
+            with connection.begin():
+                found = connection.execute(
+                    sa.select(ingest_jobs.c.id).where(self._owned(connection, job, owner))
+                ).first()
+        return found is not None
+
     def complete(self, job: Job, owner: str) -> bool:
         """Mark the job done; False when another worker has taken it meanwhile."""
         return self._finish(job, owner, state=DONE, error=None, delay=0.0)
@@ -351,6 +363,8 @@ class Worker:
         self.max_backoff = max_backoff
         self._report = on_progress or (lambda _name, _n: None)
         self._sources: dict[int, tuple[SourceInfo, Source]] = {}
+        self._prefetcher: ThreadPoolExecutor | None = None
+        self._renewed = 0.0
         self.stats = WorkerStats()
 
     def run(
@@ -366,6 +380,7 @@ class Worker:
                     break
                 job = self.queue.claim(self.owner, lease=self.lease, source=self.source)
                 if job is not None:
+                    self._renewed = time.monotonic()
                     self.process(job)
                     continue
                 if once and not self._pending():
@@ -384,6 +399,9 @@ class Worker:
 
     def close(self) -> None:
         """Close the sources this worker opened."""
+        if self._prefetcher is not None:
+            self._prefetcher.shutdown(wait=True, cancel_futures=True)
+            self._prefetcher = None
         for _info, opened in self._sources.values():
             opened.close()
         self._sources.clear()
@@ -419,21 +437,56 @@ class Worker:
         name = info.name
         study_row = job.params.get("study")
         series_rows = source.search_series(study_uid)
-        self.queue.renew(job, self.owner, lease=self.lease)
+        self._keep_lease(job)
         if isinstance(study_row, Mapping):
             self.store.add_study(study_row, source=name)
         if series_rows:
             self.store.add_series_metadata(series_rows, source=name)
-        for row in series_rows:
-            instances = source.retrieve_series_metadata(study_uid, row["SeriesInstanceUID"])
-            # Renewed just before the write: a worker that lost the job writes nothing more.
-            self.queue.renew(job, self.owner, lease=self.lease)
+        uids = [row["SeriesInstanceUID"] for row in series_rows]
+        for instances in self._series_metadata(source, study_uid, uids):
+            # Checked just before the write: a worker that lost the job writes nothing more.
+            self._keep_lease(job)
             self.store.add_instances(instances, source=name)
             self.stats.series += 1
             self.stats.instances += len(instances)
             self._report("series", 1)
             self._report("instances", len(instances))
         log.info("%s: study %s from %s: %d series", self.owner, study_uid, name, len(series_rows))
+
+    def _series_metadata(
+        self, source: Source, study_uid: str, uids: list[str]
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Each series' instance metadata, in order.
+
+        A source that declares itself ``thread_safe`` is asked for the next
+        series while this one is written: fetching and writing overlap.
+        """
+        if not getattr(source, "thread_safe", False) or len(uids) < 2:
+            for uid in uids:
+                yield source.retrieve_series_metadata(study_uid, uid)
+            return
+        if self._prefetcher is None:
+            self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        pending = self._prefetcher.submit(source.retrieve_series_metadata, study_uid, uids[0])
+        try:
+            for following in [*uids[1:], None]:
+                current = pending.result()
+                if following is not None:
+                    pending = self._prefetcher.submit(
+                        source.retrieve_series_metadata, study_uid, following
+                    )
+                yield current
+        finally:
+            pending.cancel()
+
+    def _keep_lease(self, job: Job, *, renew: bool = False) -> None:
+        """Raise ``LeaseLost`` unless we hold the job; renew once a third of the lease is gone."""
+        now = time.monotonic()
+        if renew or now - self._renewed >= self.lease / 3:
+            self.queue.renew(job, self.owner, lease=self.lease)
+            self._renewed = now
+        elif not self.queue.holds(job, self.owner):
+            raise LeaseLost(f"job {job.id} ({job.unit}) is no longer ours", job_id=job.id)
 
     def _open(self, source_id: int) -> tuple[SourceInfo, Source]:
         cached = self._sources.get(source_id)
@@ -490,260 +543,3 @@ class Worker:
                     if len(secret) >= 4:
                         text = text.replace(secret, "***")
         return text
-
-
-# -- running workers ---------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class IngestSummary:
-    """The outcome of an ingest run: what was queued and what the workers did."""
-
-    source: str
-    queued: int
-    jobs: Mapping[str, int]
-    studies: int
-    series: int
-    instances: int
-    retries: int
-    failures: int
-    errors: tuple[str, ...]
-    elapsed: float
-
-    def describe(self) -> str:
-        """One line for people."""
-        rate = self.instances / self.elapsed if self.elapsed > 0 else 0.0
-        states = ", ".join(f"{n} {state}" for state, n in self.jobs.items() if n)
-        return (
-            f"{self.source}: {self.queued} studies queued; {self.studies} studies, "
-            f"{self.series} series, {self.instances} instances pulled in {self.elapsed:.1f}s "
-            f"({rate:,.0f} instances/s); {self.retries} retries, {self.failures} failed; "
-            f"jobs: {states or 'none'}"
-        )
-
-
-def enqueue_studies(
-    store: MetaStore,
-    source: Source,
-    *,
-    query: Mapping[str, Any] | None = None,
-    study_uids: Iterable[str] = (),
-    max_attempts: int = 5,
-) -> int:
-    """Search the source and queue one job per study found; returns how many were queued.
-
-    ``study_uids`` narrows the search to those studies (a UID list query);
-    the study's search row rides in the job's params, so the worker stores
-    the study-level attributes without asking again.
-    """
-    search = dict(query or {})
-    uids = list(study_uids)
-    if uids:
-        search["StudyInstanceUID"] = uids
-    units: dict[str, Mapping[str, Any]] = {}
-    for row in source.search_studies(search):
-        uid = row.get("StudyInstanceUID")
-        if isinstance(uid, str) and uid:
-            units[uid] = {"study": row}
-    missing = sorted(set(uids) - set(units))
-    if missing:
-        log.warning("%s: not found: %s", source.config.name, ", ".join(missing))
-    return JobQueue(store).enqueue(source.config.name, units.items(), max_attempts=max_attempts)
-
-
-def drain(
-    url: str,
-    *,
-    workers: int = 1,
-    source: str | None = None,
-    secrets: Mapping[str, Mapping[str, str]] | None = None,
-    lease: float = 60.0,
-    poll: float = 0.5,
-    on_progress: ProgressCallback | None = None,
-) -> WorkerStats:
-    """Run ``workers`` workers (processes when more than one) until the queue is drained.
-
-    Secrets reach worker processes as arguments over a pipe, never through
-    the environment or the database.
-    """
-    if workers < 1:
-        raise ConfigurationError("workers must be at least 1")
-    if workers == 1:
-        with MetaStore(url) as store:
-            worker = Worker(
-                store,
-                source=source,
-                secrets=secrets,
-                lease=lease,
-                poll=poll,
-                on_progress=on_progress,
-            )
-            return worker.run(once=True)
-    return _drain_processes(url, workers, source, dict(secrets or {}), lease, poll, on_progress)
-
-
-def _drain_processes(
-    url: str,
-    workers: int,
-    source: str | None,
-    secrets: dict[str, Mapping[str, str]],
-    lease: float,
-    poll: float,
-    on_progress: ProgressCallback | None,
-) -> WorkerStats:
-    import multiprocessing
-    import queue as queue_module
-
-    context = multiprocessing.get_context("spawn")
-    messages: Any = context.Queue()
-    level = logging.getLogger("metastore").getEffectiveLevel()
-    processes = [
-        context.Process(
-            target=_worker_process,
-            args=(url, source, secrets, lease, poll, level, messages),
-            name=f"metastore-worker-{i}",
-        )
-        for i in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    total = WorkerStats()
-    finished = 0
-    while finished < workers:
-        try:
-            kind, value = messages.get(timeout=0.5)
-        except queue_module.Empty:
-            if not any(p.is_alive() for p in processes) and messages.empty():
-                break  # a worker died without reporting: what it left, the lease frees
-            continue
-        if kind == "stats":
-            finished += 1
-            for key, amount in value.items():
-                if key == "errors":
-                    total.errors.extend(amount)
-                else:
-                    setattr(total, key, getattr(total, key) + amount)
-        elif on_progress is not None:
-            on_progress(kind, value)
-    for process in processes:
-        process.join(timeout=30)
-    return total
-
-
-def _worker_process(
-    url: str,
-    source: str | None,
-    secrets: dict[str, Mapping[str, str]],
-    lease: float,
-    poll: float,
-    level: int,
-    messages: Any,
-) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stats = WorkerStats()
-    try:
-        with MetaStore(url) as store:
-            worker = Worker(
-                store,
-                source=source,
-                secrets=secrets,
-                lease=lease,
-                poll=poll,
-                on_progress=lambda kind, n: messages.put((kind, n)),
-            )
-            stats = worker.run(once=True)
-    finally:
-        messages.put(("stats", vars(stats)))
-
-
-def ingest_source(
-    url: str,
-    config: SourceConfig,
-    *,
-    query: Mapping[str, Any] | None = None,
-    study_uids: Iterable[str] = (),
-    workers: int = 1,
-    lease: float = 60.0,
-    max_attempts: int = 5,
-    on_progress: ProgressCallback | None = None,
-    on_queued: Callable[[int], None] | None = None,
-) -> IngestSummary:
-    """Register the source, queue one job per matching study, and drain the queue.
-
-    The source's kind, root and settings are kept in the ``sources`` table;
-    its headers (credentials) are handed to the workers only.
-    """
-    started = time.monotonic()
-    with MetaStore(url) as store:
-        store.register_source(
-            config.name, config.kind, root_url=config.root, settings=dict(config.settings)
-        )
-        opened = open_source(config)
-        try:
-            queued = enqueue_studies(
-                store, opened, query=query, study_uids=study_uids, max_attempts=max_attempts
-            )
-        finally:
-            opened.close()
-        if on_queued is not None:
-            on_queued(queued)
-        stats = drain(
-            url,
-            workers=workers,
-            source=config.name,
-            secrets={config.name: config.headers},
-            lease=lease,
-            on_progress=on_progress,
-        )
-        counts = JobQueue(store).counts(config.name)
-    return IngestSummary(
-        source=config.name,
-        queued=queued,
-        jobs=counts,
-        studies=stats.studies,
-        series=stats.series,
-        instances=stats.instances,
-        retries=stats.retries,
-        failures=stats.failures,
-        errors=tuple(stats.errors),
-        elapsed=time.monotonic() - started,
-    )
-
-
-def reporter(progress: Any) -> ProgressCallback:
-    """A progress callback that advances a ``metastore.progress.Progress`` (studies as its unit)."""
-
-    def report(kind: str, amount: int) -> None:
-        if kind == "studies":
-            progress.update(amount)
-        else:
-            progress.update(0, **{kind: amount})
-
-    return report
-
-
-def serve(
-    store: MetaStore,
-    *,
-    source: str | None = None,
-    secrets: Mapping[str, Mapping[str, str]] | None = None,
-    lease: float = 60.0,
-    poll: float = 2.0,
-    once: bool = False,
-) -> WorkerStats:
-    """Run one worker in this process until SIGTERM/SIGINT (or, with ``once``, the queue drains).
-
-    A signal lets the current job finish its current series write, then stops.
-    """
-    import signal
-
-    stop = StopFlag()
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in previous:
-        signal.signal(sig, lambda _signum, _frame: stop.set())
-    try:
-        worker = Worker(store, source=source, secrets=secrets, lease=lease, poll=poll)
-        return worker.run(once=once, stop=stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -73,6 +73,7 @@ class LocalOrthanc:
         self.binary, self.plugin = find_orthanc()
         self._own_folder = folder is None
         self.folder = Path(folder or tempfile.mkdtemp(prefix="metastore-orthanc-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.users = dict(users or {})
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"

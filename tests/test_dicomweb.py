@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from servers import GENERATED_INSTANCES, GENERATED_SERIES, PYDICOM_FILES, Orthanc
 
 from metastore import MetaStore, SourceError, naturalize
-from metastore.ingest import JobQueue, ingest_source
+from metastore.ingest import JobQueue
+from metastore.runner import drain, ingest_source
 from metastore.schema import metadata as schema_metadata
 from metastore.sources import SourceConfig, open_source
 from metastore.sources.dicomweb import DicomWebSource, dicomweb_config
@@ -210,8 +211,6 @@ def test_credentials_never_reach_the_database_logs_or_errors(
     with MetaStore(db_url) as store:
         # Queue with good credentials, then work with bad ones.
         JobQueue(store).enqueue("orthanc", [(good_uid, {}) for good_uid in _uids(orthanc)])
-    from metastore.ingest import drain
-
     stats = drain(db_url, source="orthanc", secrets={"orthanc": bad_config.headers}, lease=30)
     assert stats.failures == len(_uids(orthanc))
     secrets.add(wrong)

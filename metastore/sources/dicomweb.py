@@ -98,6 +98,8 @@ class DicomWebSource:
     #: Content types a response may carry (a substring test: ``+json`` and ``json`` pass).
     accepted_types: tuple[str, ...] = ("json",)
     default_bulkdata_relative = "series"
+    #: httpx.Client is thread-safe: a worker may fetch the next series while writing one.
+    thread_safe = True
 
     def __init__(
         self, config: SourceConfig, *, transport: httpx.BaseTransport | None = None
