@@ -6,12 +6,16 @@ import logging
 
 from metastore.dicom import denaturalize, naturalize
 from metastore.errors import (
+    BadResponse,
     ConfigurationError,
     DatabaseError,
     InvalidMetadata,
+    LeaseLost,
     MetastoreError,
     SchemaNotAtHead,
     SourceError,
+    SourceRefused,
+    SourceUnavailable,
     StoreClosed,
     UnknownSource,
 )
@@ -20,16 +24,20 @@ from metastore.store import MetaStore, SourceInfo, WriteResult
 
 __all__ = [
     "EVENTS",
+    "BadResponse",
     "ConfigurationError",
     "DatabaseError",
     "Event",
     "EventType",
     "InvalidMetadata",
+    "LeaseLost",
     "MetaStore",
     "MetastoreError",
     "SchemaNotAtHead",
     "SourceError",
     "SourceInfo",
+    "SourceRefused",
+    "SourceUnavailable",
     "StoreClosed",
     "UnknownSource",
     "WriteResult",
