@@ -307,3 +307,24 @@ def test_killed_workers_lose_and_duplicate_nothing(plugin: Path, store: MetaStor
     with store.engine.connect() as connection:
         attempts = connection.execute(sa.select(ingest_jobs.c.attempts)).scalars().all()
     assert max(attempts) >= 2  # jobs of killed workers were taken over
+
+
+def test_a_serving_worker_stops_on_sigterm(plugin: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    with MetaStore(url) as store:
+        queue_tree(store)
+    env = {**os.environ, "PYTHONPATH": str(plugin)}
+    command = [sys.executable, "-m", "metastore.cli", "--db", url, "worker", "--poll", "0.1"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    studies, _, _ = tree_totals()
+    with MetaStore(url) as store:
+        deadline = time.monotonic() + 60
+        while JobQueue(store).counts()["done"] < len(studies) and time.monotonic() < deadline:
+            assert process.poll() is None, "a serving worker must not exit on an empty queue"
+            time.sleep(0.1)
+        time.sleep(0.3)
+        assert process.poll() is None  # still serving the empty queue
+        process.send_signal(signal.SIGTERM)
+        output = finish(process, timeout=30)
+        assert f"{len(studies)} studies" in output
+        assert_complete_exactly_once(store)
