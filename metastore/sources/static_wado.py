@@ -28,8 +28,9 @@ class StaticWadoSource(DicomWebSource):
     """A static DICOMweb tree at ``config.root``."""
 
     kind = "static_wado"
-    # Static hosts label files as they please: JSON, gzip, octet-stream, text.
-    accepted_types = ("json", "gzip", "octet-stream", "text/plain", "")
+    # Static hosts label files as they please (JSON, gzip, octet-stream, none):
+    # any content type passes, and the body must still parse as JSON.
+    accepted_types = ("",)
     default_bulkdata_relative = "studies"
 
     def search_studies(self, query: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
