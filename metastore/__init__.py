@@ -6,12 +6,16 @@ import logging
 
 from metastore.dicom import denaturalize, naturalize
 from metastore.errors import (
+    BadResponse,
     ConfigurationError,
     DatabaseError,
     InvalidMetadata,
+    LeaseLost,
     MetastoreError,
     SchemaNotAtHead,
     SourceError,
+    SourceRefused,
+    SourceUnavailable,
     StoreClosed,
     UnknownSource,
 )
@@ -19,17 +23,21 @@ from metastore.events import EVENTS, Event, EventType
 from metastore.store import MetaStore, SourceInfo, WriteResult
 
 __all__ = [
+    "BadResponse",
     "ConfigurationError",
     "DatabaseError",
     "EVENTS",
     "Event",
     "EventType",
     "InvalidMetadata",
+    "LeaseLost",
     "MetaStore",
     "MetastoreError",
     "SchemaNotAtHead",
     "SourceError",
     "SourceInfo",
+    "SourceRefused",
+    "SourceUnavailable",
     "StoreClosed",
     "UnknownSource",
     "WriteResult",

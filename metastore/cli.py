@@ -17,8 +17,10 @@ from typing import Any
 
 import orjson
 
-from metastore import db
-from metastore.errors import MetastoreError
+from metastore import db, ingest, runner
+from metastore.errors import ConfigurationError, MetastoreError
+from metastore.progress import Progress
+from metastore.sources.dicomweb import auth_headers, dicomweb_config
 from metastore.store import MetaStore
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,51 @@ def flag(
     dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
     twin = env or f"METASTORE_{dest.upper()}"
     parser.add_argument(*names, action=_EnvFlag, env=twin, **kwargs)
+
+
+class _EnvAppend(_EnvDefault):
+    """A repeatable option; its environment twin holds one value a line."""
+
+    def __init__(self, option_strings: list[str], dest: str, env: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, env, **kwargs)
+        if env in os.environ:
+            self.default = [line for line in os.environ[env].splitlines() if line.strip()]
+        elif self.default is None:
+            self.default = []
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        if current is None or current is self.default:
+            current = []
+        setattr(namespace, self.dest, [*current, values])
+
+
+def repeated(
+    parser: argparse.ArgumentParser, *names: str, env: str | None = None, **kwargs: Any
+) -> None:
+    """Add a repeatable option with its environment twin (one value a line)."""
+    dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
+    twin = env or f"METASTORE_{dest.upper()}"
+    parser.add_argument(*names, action=_EnvAppend, env=twin, **kwargs)
+
+
+def command_group(commands: Any, name: str, help: str) -> Any:
+    """The subcommands of the group ``name`` (``ingest``...), created on first use.
+
+    Several areas add commands to one group; whoever comes first creates it.
+    """
+    parser = commands.choices.get(name)
+    if parser is None:
+        parser = commands.add_parser(name, help=help)
+        group = parser.add_subparsers(dest=f"{name}_command", metavar="KIND", required=True)
+        parser.set_defaults(**{f"_{name}_group": group})
+    return parser.get_default(f"_{name}_group")
 
 
 def print_json(value: Any) -> None:
@@ -193,6 +240,124 @@ def _displaysets(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- dicomweb ingestion, workers, jobs ------------------------------------------
+
+
+def _ingest_dicomweb(args: argparse.Namespace) -> int:
+    headers = auth_headers(args.header, token_env=args.token_env)
+    settings = {"page_size": args.page_size, "timeout": args.timeout, "retries": args.retries}
+    config = dicomweb_config(
+        args.root, name=args.source, static=args.static_wado, headers=headers, settings=settings
+    )
+    query = dict(_key_value(item) for item in args.query)
+    with Progress(f"ingest {config.name}", unit="studies") as progress:
+        summary = runner.ingest_source(
+            db.resolve_url(args.db),
+            config,
+            query=query,
+            study_uids=args.study,
+            workers=args.workers,
+            lease=args.lease,
+            max_attempts=args.max_attempts,
+            on_progress=runner.reporter(progress),
+            on_queued=progress.set_total,
+        )
+    print(summary.describe())
+    for error in summary.errors:
+        print(f"  failed: {error}")
+    if summary.failures:
+        print(f"metastore: {summary.failures} studies failed: see `metastore jobs --state failed`")
+        return 1
+    return 0
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigurationError(f"--query {item!r} is not KEY=VALUE")
+    return key, value
+
+
+def _worker(args: argparse.Namespace) -> int:
+    headers = auth_headers(args.header, token_env=args.token_env)
+    if headers and not args.source:
+        raise ConfigurationError(
+            "--header and --token-env need --source: credentials go to one source"
+        )
+    with open_store(args) as store:
+        stats = runner.serve(
+            store,
+            source=args.source,
+            secrets={args.source: headers} if args.source else {},
+            lease=args.lease,
+            poll=args.poll,
+            once=args.once,
+        )
+    print(
+        f"worker: {stats.jobs} jobs, {stats.studies} studies, {stats.series} series, "
+        f"{stats.instances} instances, {stats.retries} retries, {stats.failures} failed"
+    )
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        found = ingest.JobQueue(store).jobs(state=args.state, source=args.source, limit=args.limit)
+    for source, job in found:
+        if args.json:
+            print_json_line({"source": source, **job.to_dict()})
+            continue
+        line = f"{job.id}  {source}  {job.unit}  {job.state}  attempts {job.attempts}/{job.max_attempts}"
+        print(line + (f"  {job.last_error}" if job.last_error else ""))
+    return 0
+
+
+def _add_dicomweb_commands(commands: Any) -> None:
+    ingest_commands = command_group(
+        commands, "ingest", "pull metadata from a source into the index"
+    )
+    web = ingest_commands.add_parser(
+        "dicomweb",
+        help="search a DICOMweb server (or a static DICOMweb tree) and pull its studies",
+    )
+    web.add_argument("root", metavar="ROOT", help="the DICOMweb root URL (QIDO-RS and WADO-RS)")
+    option(web, "--source", metavar="NAME", default=None, help="source name (default: the host)")
+    flag(web, "--static-wado", help="a static tree: it ignores queries, metastore filters")
+    repeated(web, "--query", metavar="KEY=VALUE", help="a QIDO-RS query parameter (repeatable)")
+    repeated(web, "--study", metavar="UID", help="pull this study (repeatable)")
+    option(web, "--workers", type=int, default=1, help="worker processes")
+    option(web, "--page-size", type=int, default=None, help="QIDO-RS page size")
+    option(web, "--timeout", type=float, default=None, help="seconds to wait for a response")
+    option(web, "--retries", type=int, default=None, help="tries after the first, per request")
+    option(web, "--max-attempts", type=int, default=5, help="attempts per study before it fails")
+    _add_worker_options(web)
+    web.set_defaults(handler=_ingest_dicomweb)
+
+    worker = commands.add_parser("worker", help="drain or serve the ingest job queue")
+    flag(worker, "--once", help="stop when no job is queued or running")
+    option(worker, "--source", metavar="NAME", default=None, help="only this source's jobs")
+    option(
+        worker, "--poll", type=float, default=2.0, help="seconds between looks at an empty queue"
+    )
+    _add_worker_options(worker)
+    worker.set_defaults(handler=_worker)
+
+    jobs = commands.add_parser("jobs", help="list ingest jobs with their last errors")
+    option(jobs, "--state", choices=ingest.STATES, default=None, help="only jobs in this state")
+    option(jobs, "--source", metavar="NAME", default=None, help="only this source's jobs")
+    option(jobs, "--limit", type=int, default=100, help="at most this many jobs")
+    flag(jobs, "--json", env="METASTORE_JOBS_JSON", help="print JSON lines")
+    jobs.set_defaults(handler=_jobs)
+
+
+def _add_worker_options(parser: argparse.ArgumentParser) -> None:
+    repeated(
+        parser, "--header", metavar="'NAME: VALUE'", help="an HTTP header to send (repeatable)"
+    )
+    option(parser, "--token-env", metavar="VAR", default=None, help="send the bearer token in $VAR")
+    option(parser, "--lease", type=float, default=60.0, help="seconds a worker holds a job")
+
+
 # -- the parser -------------------------------------------------------------
 
 
@@ -242,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(changes, "--limit", type=int, default=1000, help="at most this many events")
     changes.set_defaults(handler=_changes)
     _add_displaysets_commands(commands)
+    _add_dicomweb_commands(commands)
     return parser
 
 

@@ -10,7 +10,11 @@ can catch ``MetastoreError`` and know it is ours::
     ├── StoreClosed              the MetaStore was used after close()
     ├── InvalidMetadata          input that is not DICOM metadata we can index
     ├── UnknownSource            a source name or kind nobody registered
-    └── SourceError              a backend (DICOMweb server, file) failed
+    ├── SourceError              a backend (DICOMweb server, file) failed
+    │   ├── SourceUnavailable    a failure that may pass: timeout, refused, 429, 5xx
+    │   ├── BadResponse          an answer that is not what the protocol promises
+    │   └── SourceRefused        a 4xx refusal (not found, not authorized): retrying won't help
+    └── LeaseLost                a worker's job lease ran out and another took the job
 
 Each class's docstring is its default message. Context travels as attributes,
 so a caller can report *where* a problem is (file, JSON path, study, series,
@@ -99,3 +103,19 @@ class UnknownSource(MetastoreError):
 
 class SourceError(MetastoreError):
     """A metadata source failed."""
+
+
+class SourceUnavailable(SourceError):
+    """The source is unavailable for now (a timeout, a refused connection, 429 or 5xx)."""
+
+
+class BadResponse(SourceError):
+    """The source answered with something other than DICOM JSON."""
+
+
+class SourceRefused(SourceError):
+    """The source refused the request (a 4xx other than 429); retrying will not help."""
+
+
+class LeaseLost(MetastoreError):
+    """The job's lease ran out and another worker has taken the job."""

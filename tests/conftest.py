@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+# The DICOMweb servers (a real Orthanc, the static tree), shared by every test module.
+from servers import orthanc, static_tree  # noqa: F401  (fixtures)
+
 from metastore import MetaStore, db
 
 POSTGRES_URL = os.environ.get(

@@ -51,7 +51,12 @@ def test_writers_of_one_study_take_turns(db_url: str) -> None:
         assert study["NumberOfStudyRelatedInstances"] == WRITERS * 3 * 5
         assert study["ModalitiesInStudy"] == MODALITIES
         with store.engine.connect() as connection:
-            assert connection.execute(sa.select(sa.func.count()).select_from(instances_table)).scalar_one() == 90
+            assert (
+                connection.execute(
+                    sa.select(sa.func.count()).select_from(instances_table)
+                ).scalar_one()
+                == 90
+            )
             counts = connection.execute(sa.select(series.c.num_instances)).scalars().all()
             assert counts == [5] * 18
             stored = connection.execute(sa.select(studies.c.num_instances)).scalar_one()
