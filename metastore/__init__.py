@@ -7,24 +7,33 @@ import logging
 from metastore.dicom import denaturalize, naturalize
 from metastore.errors import (
     ConfigurationError,
+    ConsumerError,
     DatabaseError,
+    DeliveryError,
+    HandlerFailed,
     InvalidMetadata,
+    LeaseLost,
     MetastoreError,
     SchemaNotAtHead,
     SourceError,
     StoreClosed,
     UnknownSource,
 )
-from metastore.events import EVENTS, Event, EventType
+from metastore.events import EVENTS, Consumer, Event, EventType
 from metastore.store import MetaStore, SourceInfo, WriteResult
 
 __all__ = [
     "EVENTS",
     "ConfigurationError",
+    "Consumer",
+    "ConsumerError",
     "DatabaseError",
+    "DeliveryError",
     "Event",
     "EventType",
+    "HandlerFailed",
     "InvalidMetadata",
+    "LeaseLost",
     "MetaStore",
     "MetastoreError",
     "SchemaNotAtHead",

@@ -10,7 +10,11 @@ can catch ``MetastoreError`` and know it is ours::
     ├── StoreClosed              the MetaStore was used after close()
     ├── InvalidMetadata          input that is not DICOM metadata we can index
     ├── UnknownSource            a source name or kind nobody registered
-    └── SourceError              a backend (DICOMweb server, file) failed
+    ├── SourceError              a backend (DICOMweb server, file) failed
+    ├── ConsumerError            a change-feed consumer cannot go on
+    │   ├── LeaseLost            another process took over the consumer's lease
+    │   └── HandlerFailed        a handler kept failing on an event
+    └── DeliveryError            an endpoint did not accept a relayed event
 
 Each class's docstring is its default message. Context travels as attributes,
 so a caller can report *where* a problem is (file, JSON path, study, series,
@@ -99,3 +103,19 @@ class UnknownSource(MetastoreError):
 
 class SourceError(MetastoreError):
     """A metadata source failed."""
+
+
+class ConsumerError(MetastoreError):
+    """The change-feed consumer cannot go on."""
+
+
+class LeaseLost(ConsumerError):
+    """Another process took over the consumer's lease."""
+
+
+class HandlerFailed(ConsumerError):
+    """The consumer's handler kept failing on an event; the cursor stays before it."""
+
+
+class DeliveryError(MetastoreError):
+    """The endpoint did not accept the event."""
