@@ -1,0 +1,286 @@
+"""The webhook relay against a real HTTP server on loopback that fails on purpose."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from helpers import instances
+
+from metastore import ConfigurationError, DeliveryError, Event, MetaStore
+from metastore.events import EVENTS, list_consumers
+from metastore.relay import SIGNATURE_HEADER, WebhookRelay, relay_webhook, verify_signature
+
+WAIT = 30.0
+SECRET = b"correct horse battery staple"
+
+
+class Endpoint:
+    """A webhook receiver on 127.0.0.1: fails the next ``fail_next`` requests with 503,
+    checks the HMAC-SHA256 signature itself, and can go down (connections refused)
+    and come back on the same port."""
+
+    def __init__(self, secret: bytes | None) -> None:
+        self.secret = secret
+        self.accepted: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.refused_signatures = 0
+        self.failed = 0
+        self.fail_next = 0
+        self.port = 0
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/metastore?token=t0ps3cret"
+
+    def start(self) -> None:
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = endpoint.receive(self.path, dict(self.headers), body)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def receive(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        with self._lock:
+            assert path == "/hooks/metastore?token=t0ps3cret"
+            self.headers.append(headers)
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                self.failed += 1
+                return 503
+            if self.secret is not None:
+                expected = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+                if not hmac.compare_digest(expected, headers.get(SIGNATURE_HEADER, "")):
+                    self.refused_signatures += 1
+                    return 401
+            event = json.loads(body)
+            assert headers["X-Metastore-Seq"] == str(event["seq"])
+            assert headers["Content-Type"] == "application/json"
+            self.accepted.append(event)
+            return 204
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    server = Endpoint(SECRET)
+    server.start()
+    yield server
+    server.stop()
+
+
+def add_events(store: MetaStore, count: int, start: int) -> list[int]:
+    return [
+        e.seq
+        for n in range(start, start + count)
+        for e in store.add_instances(instances(series=f"1.2.3.{n}", count=1)).events
+    ]
+
+
+def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def cursor(store: MetaStore, name: str) -> int:
+    return next(info.last_seq for info in list_consumers(store) if info.name == name)
+
+
+def start_relay(db_url: str, hook_url: str, name: str, secret: bytes | None) -> Callable[[], int]:
+    """Run ``relay_webhook`` in a thread on its own store; returns a function that
+    stops it and returns how many events it delivered."""
+    stop = threading.Event()
+    result: dict[str, int] = {}
+
+    def run() -> None:
+        with MetaStore(db_url) as own:
+            result["delivered"] = relay_webhook(
+                own,
+                hook_url,
+                consumer=name,
+                secret=secret,
+                stop=stop,
+                timeout=2.0,
+                poll_interval=0.05,
+                retry_delay=0.01,
+                max_retry_delay=0.05,
+            )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+
+    def join() -> int:
+        stop.set()
+        thread.join(WAIT)
+        assert not thread.is_alive()
+        return result["delivered"]
+
+    return join
+
+
+def test_relay_survives_an_outage_losing_and_skipping_nothing(
+    store: MetaStore, db_url: str, endpoint: Endpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="metastore.events")
+    endpoint.fail_next = 3  # a bad start: three 503s
+    seqs = add_events(store, 5, 0)
+    join = start_relay(db_url, endpoint.url, "hook", SECRET)
+    try:
+        until(lambda: len(endpoint.accepted) == 5, "the first events")
+        endpoint.stop()  # down: connections refused
+        seqs += add_events(store, 5, 5)
+        until(
+            lambda: sum(f"event {seqs[5]}" in r.getMessage() for r in caplog.records) >= 3,
+            "retries against the refusing endpoint",
+        )
+        assert cursor(store, "hook") == seqs[4]  # the cursor waits at the failing event
+        endpoint.fail_next = 2  # back, but still unwell for two requests
+        endpoint.start()
+        until(lambda: len(endpoint.accepted) == 10, "the rest after the outage")
+    finally:
+        delivered = join()
+    assert [event["seq"] for event in endpoint.accepted] == seqs  # none lost, none skipped, once
+    assert delivered == 10
+    assert endpoint.failed == 5
+    assert endpoint.refused_signatures == 0
+    assert all(event["type"] == "INSTANCES_ADDED" for event in endpoint.accepted)
+    assert endpoint.accepted[0]["payload"]["added"] == 1
+    assert cursor(store, "hook") == seqs[-1]
+    assert all(h["X-Metastore-Consumer"] == "hook" for h in endpoint.headers)
+    refused = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
+    assert any("ConnectError" in message for message in refused)
+    assert any("answered 503" in message for message in refused)
+    logged = caplog.text
+    assert SECRET.decode() not in logged
+    assert "t0ps3cret" not in logged  # the URL's query is not logged
+
+
+def test_a_wrong_secret_is_refused_and_the_event_kept(
+    store: MetaStore, db_url: str, endpoint: Endpoint
+) -> None:
+    add_events(store, 2, 0)
+    join = start_relay(db_url, endpoint.url, "wrong-secret", b"not the secret")
+    try:
+        until(lambda: endpoint.refused_signatures >= 3, "refusals")
+    finally:
+        join()
+    assert endpoint.accepted == []
+    assert cursor(store, "wrong-secret") == 0
+
+
+def test_without_a_secret_there_is_no_signature(store: MetaStore, db_url: str) -> None:
+    unsigned = Endpoint(None)
+    unsigned.start()
+    try:
+        seqs = add_events(store, 2, 0)
+        join = start_relay(db_url, unsigned.url, "plain", None)
+        try:
+            until(lambda: len(unsigned.accepted) == 2, "delivery")
+        finally:
+            join()
+    finally:
+        unsigned.stop()
+    assert [event["seq"] for event in unsigned.accepted] == seqs
+    assert all(SIGNATURE_HEADER not in h for h in unsigned.headers)
+
+
+def _event() -> Event:
+    return Event(
+        seq=7,
+        type=EVENTS.SERIES_ADDED,
+        study_uid="1.2.3",
+        series_uid=None,
+        source="pacs",
+        payload={"SeriesInstanceUIDs": ["1.2.3.1"]},
+        created_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
+
+
+def test_signature_is_hmac_sha256_of_the_exact_body() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200)
+
+    with WebhookRelay(
+        "http://hooks.test/x", secret=SECRET, transport=httpx.MockTransport(answer)
+    ) as relay:
+        relay(_event())
+    [request] = seen
+    body = request.content
+    assert json.loads(body)["payload"] == {"SeriesInstanceUIDs": ["1.2.3.1"]}
+    expected = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+    assert request.headers[SIGNATURE_HEADER] == expected
+    assert verify_signature(SECRET, body, expected)
+    assert not verify_signature(SECRET, body + b" ", expected)
+    assert not verify_signature(SECRET, body, None)
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (httpx.ReadTimeout("timed out"), "ReadTimeout"),
+        (httpx.RemoteProtocolError("peer closed"), "RemoteProtocolError"),
+    ],
+)
+def test_transport_faults_become_delivery_errors(fault: Exception, message: str) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        raise fault
+
+    relay = WebhookRelay(
+        "http://user:pw@hooks.test/x?token=abc", transport=httpx.MockTransport(answer)
+    )
+    with relay, pytest.raises(DeliveryError, match=message) as failed:
+        relay(_event())
+    assert failed.value.seq == 7
+    assert "abc" not in str(failed.value) and "pw" not in str(failed.value)
+
+
+@pytest.mark.parametrize("status", [301, 400, 500])
+def test_anything_but_2xx_is_a_failure(status: int) -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, text="nope"))
+    relay = WebhookRelay("https://hooks.test/x", transport=transport)
+    with relay, pytest.raises(DeliveryError, match=f"answered {status}: nope") as failed:
+        relay(_event())
+    assert failed.value.status == status
+
+
+@pytest.mark.parametrize("url", ["ftp://hooks.test/x", "not a url", "http:///nohost"])
+def test_bad_urls_are_refused(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        WebhookRelay(url)
