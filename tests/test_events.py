@@ -376,3 +376,22 @@ def test_consumer_rows_are_plain_sql(store: MetaStore) -> None:
     with store.engine.connect() as connection:
         row = connection.execute(sa.select(consumers.c.name, consumers.c.last_seq)).one()
     assert tuple(row) == ("sql-visible", seqs[-1])
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_busy_sqlite_writer_delays_the_cursor_save_not_the_delivery(store: MetaStore) -> None:
+    seqs = add_events(store, 3)
+    got: list[int] = []
+    consumer = Consumer(store, "patient")
+    assert consumer.acquire()  # registered and leased before the writer comes
+    with store.engine.connect() as writer:
+        writer.begin()  # BEGIN IMMEDIATE: the write lock is taken until the rollback
+        # Handing out does not wait 30 s for the lock: the save is put off.
+        assert consumer.process(lambda e: got.append(e.seq)) == 3
+        assert cursor(store, "patient") == 0
+        writer.rollback()
+    consumer.close()  # this save waits for the lock
+    assert got == seqs
+    assert cursor(store, "patient") == seqs[-1]
+    with store.engine.connect() as connection:  # pooled connections are patient again
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 30000
