@@ -70,6 +70,13 @@ def instance(n: int) -> dict[str, Any]:
     }
 
 
+def wait_for(handled: dict[int, float], committed: dict[int, float]) -> None:
+    """Until every committed event was handled (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    while len(handled) < len(committed) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def paced(rate: float, seconds: float, label: str) -> Iterator[int]:
     """0, 1, 2 ... yielded ``rate`` times a second for ``seconds``."""
     total = int(rate * seconds)
@@ -103,9 +110,7 @@ def latency(url: str, rate: float, seconds: float, poll: float) -> list[float]:
             for n in paced(rate, seconds, "latency"):
                 [event] = writer.add_instances([instance(n)]).events
                 committed[event.seq] = time.perf_counter()
-            deadline = time.monotonic() + 30
-            while len(handled) < len(committed) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_for(handled, committed)
         finally:
             stop.set()
             runner.join()
@@ -150,9 +155,7 @@ def raw_latency_postgres(url: str, rate: float, seconds: float) -> list[float]:
                 writer.commit()
                 assert row is not None
                 committed[row[0]] = time.perf_counter()
-        deadline = time.monotonic() + 30
-        while len(handled) < len(committed) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(handled, committed)
     finally:
         stop.set()
         thread.join()
@@ -191,9 +194,7 @@ def raw_latency_sqlite(path: str, rate: float, seconds: float, poll: float) -> l
             assert cursor.lastrowid is not None
             committed[cursor.lastrowid] = time.perf_counter()
         writer.close()
-        deadline = time.monotonic() + 30
-        while len(handled) < len(committed) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(handled, committed)
     finally:
         stop.set()
         thread.join()

@@ -6,42 +6,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 import sqlalchemy as sa
-from endpoint import Endpoint
-from helpers import instances, series_meta
+from feed_helpers import WAIT, Endpoint, add_events, until
+from helpers import series_meta
 
 from metastore import MetaStore
 from metastore.cli import main
 from metastore.events import list_consumers
 
-WAIT = 30.0
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def add_events(store: MetaStore, count: int, start: int = 0) -> list[int]:
-    return [
-        e.seq
-        for n in range(start, start + count)
-        for e in store.add_instances(instances(series=f"1.2.3.{n}", count=1)).events
-    ]
 
 
 def lines(text: str) -> list[dict[str, object]]:
     return [orjson.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def metastore(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -74,7 +55,7 @@ def test_tail_with_a_consumer_advances_its_cursor(
     seqs = add_events(store, 2)
     assert main(["--db", db_url, "events", "tail", "--consumer", "ops"]) == 0
     assert [event["seq"] for event in lines(capsys.readouterr().out)] == seqs
-    more = add_events(store, 1, start=5)
+    more = add_events(store, 1, 5)
     assert main(["--db", db_url, "events", "tail", "--consumer", "ops"]) == 0
     assert [event["seq"] for event in lines(capsys.readouterr().out)] == more
     [info] = list_consumers(store)
@@ -86,7 +67,7 @@ def test_tail_follow_runs_until_sigterm(store: MetaStore, db_url: str) -> None:
     follower = metastore("--db", db_url, "events", "tail", "--follow", "--poll-interval", "0.05")
     assert follower.stdout is not None
     first = follower.stdout.readline()
-    seqs += add_events(store, 1, start=5)
+    seqs += add_events(store, 1, 5)
     second = follower.stdout.readline()
     follower.send_signal(signal.SIGTERM)
     out, err = follower.communicate(timeout=WAIT)
@@ -108,7 +89,7 @@ def test_consumers_lists_cursor_and_lag(
 ) -> None:
     seqs = add_events(store, 3)
     main(["--db", db_url, "events", "tail", "--consumer", "prefetcher"])
-    add_events(store, 2, start=5)
+    add_events(store, 2, 5)
     capsys.readouterr()
     assert main(["--db", db_url, "consumers"]) == 0
     table = capsys.readouterr().out.splitlines()
@@ -127,7 +108,7 @@ def test_prune_respects_consumers_unless_forced(
 ) -> None:
     add_events(store, 4)
     main(["--db", db_url, "events", "tail", "--consumer", "behind"])
-    more = add_events(store, 2, start=5)
+    more = add_events(store, 2, 5)
     capsys.readouterr()
     assert main(["--db", db_url, "events", "prune", "--before", "100000"]) == 0
     assert capsys.readouterr().out.strip() == "deleted 4 events"

@@ -9,7 +9,8 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from helpers import instances, series_meta
+from feed_helpers import WAIT, add_events, cursor
+from helpers import series_meta
 
 from metastore import (
     EVENTS,
@@ -22,25 +23,6 @@ from metastore import (
 )
 from metastore.events import list_consumers, parse_types, prune, remove_consumer, tail
 from metastore.schema import consumers
-
-WAIT = 20.0  # the longest any test waits for something to happen
-
-
-def add_events(store: MetaStore, count: int, *, start: int = 0) -> list[int]:
-    """``count`` INSTANCES_ADDED events (one new series each); their sequence numbers."""
-    seqs = []
-    for n in range(start, start + count):
-        result = store.add_instances(instances(series=f"1.2.3.{n}", count=1))
-        seqs.extend(event.seq for event in result.events)
-    return seqs
-
-
-def cursor(store: MetaStore, name: str) -> int:
-    """The cursor as stored in ``consumers`` (read on its own connection)."""
-    for info in list_consumers(store):
-        if info.name == name:
-            return info.last_seq
-    raise AssertionError(f"no consumer {name}")
 
 
 @pytest.fixture
@@ -67,7 +49,7 @@ def test_a_consumer_resumes_where_it_left_off(store: MetaStore, other: MetaStore
     got: list[int] = []
     with Consumer(store, "prefetch") as consumer:
         consumer.process(lambda e: got.append(e.seq))
-    later = add_events(store, 2, start=10)
+    later = add_events(store, 2, 10)
     with Consumer(other, "prefetch") as again:
         again.process(lambda e: got.append(e.seq))
     assert got == first + later
@@ -103,7 +85,7 @@ def test_type_filter_hands_out_only_those_but_moves_past_the_rest(store: MetaSto
     store.add_series_metadata([series_meta(series="1.2.3.100")])
     add_events(store, 2)
     store.add_series_metadata([series_meta(series="1.2.3.101")])
-    add_events(store, 2, start=5)
+    add_events(store, 2, 5)
     got: list[Event] = []
     with Consumer(store, "hanging-protocols", [EVENTS.SERIES_ADDED]) as consumer:
         assert consumer.process(got.append) == 2
@@ -118,7 +100,7 @@ def test_type_filter_hands_out_only_those_but_moves_past_the_rest(store: MetaSto
 def test_type_filter_pages_with_a_limit(store: MetaStore) -> None:
     for n in range(5):
         store.add_series_metadata([series_meta(series=f"1.2.3.{100 + n}")])
-        add_events(store, 1, start=n)
+        add_events(store, 1, n)
     got: list[Event] = []
     with Consumer(store, "series-only", ["SERIES_ADDED"]) as consumer:
         while consumer.process(got.append, limit=2):
@@ -195,7 +177,7 @@ def test_start_latest_skips_the_history(store: MetaStore) -> None:
     got: list[int] = []
     with Consumer(store, "newcomer", start="latest") as consumer:
         assert consumer.process(lambda e: got.append(e.seq)) == 0
-        later = add_events(store, 1, start=9)
+        later = add_events(store, 1, 9)
         consumer.process(lambda e: got.append(e.seq))
     assert got == later
 
@@ -341,7 +323,7 @@ def test_prune_by_age(store: MetaStore) -> None:
     assert prune(store, older_than=timedelta(0)) == 3  # no consumer holds them back
     assert store.changes() == []
     # Sequence numbers are never reused after a prune.
-    assert add_events(store, 1, start=50)[0] > seqs[-1]
+    assert add_events(store, 1, 50)[0] > seqs[-1]
 
 
 def test_removed_consumer_no_longer_holds_back_prune(store: MetaStore) -> None:

@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from feed_helpers import WAIT, add_events, until
 from helpers import instances
 
 from metastore import Consumer, Event, MetaStore
 from metastore.events import write_events
 
-WAIT = 30.0
 WRITERS = 8
 WRITES_EACH = 25
 SHARED_STUDY = "2.25.999"
@@ -64,14 +64,6 @@ def _writer(url: str, number: int, committed: list[tuple[int, str, str]]) -> Non
             committed.append((event.seq, study, series_uid))
 
 
-def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def test_no_event_is_skipped_with_eight_concurrent_writers(db_url: str) -> None:
     committed: dict[int, list[tuple[int, str, str]]] = {w: [] for w in range(WRITERS)}
     durable: list[Event] = []
@@ -106,8 +98,8 @@ def test_no_event_is_skipped_with_eight_concurrent_writers(db_url: str) -> None:
             expected = sorted(seq for rows in committed.values() for seq, _, _ in rows)
             assert len(expected) == WRITERS * WRITES_EACH
             last = expected[-1]
-            _until(lambda: consumer.position >= last, "the consumer")
-            _until(lambda: bool(naive) and naive[-1] >= last, "the high-water reader")
+            until(lambda: consumer.position >= last, "the consumer")
+            until(lambda: bool(naive) and naive[-1] >= last, "the high-water reader")
         finally:
             stop.set()
             for thread in threads:
@@ -170,7 +162,7 @@ def test_outbox_writers_take_turns_until_commit(store: MetaStore, db_url: str) -
         thread = threading.Thread(target=write_second)
         thread.start()
         with store.engine.connect() as observer:
-            _until(lambda: observer.execute(lock_waiters).scalar_one() == 1, "the second writer")
+            until(lambda: observer.execute(lock_waiters).scalar_one() == 1, "the second writer")
         assert "events" not in second  # it waits for the first writer's commit
         transaction.commit()
     thread.join(WAIT)
@@ -212,22 +204,14 @@ def test_two_runners_of_one_consumer_never_overlap(db_url: str) -> None:
         for thread in threads.values():
             thread.start()
         try:
-            seqs = [
-                e.seq
-                for n in range(20)
-                for e in writer.add_instances(instances(series=f"1.2.3.{n}", count=1)).events
-            ]
-            _until(lambda: len(handled) >= 20, "the first holder")
+            seqs = add_events(writer, 20)
+            until(lambda: len(handled) >= 20, "the first holder")
             holder = handled[-1][0]
             stops[holder].set()  # the holder stops and releases the lease
             threads[holder].join(WAIT)
             runners[holder].close()
-            seqs += [
-                e.seq
-                for n in range(20, 40)
-                for e in writer.add_instances(instances(series=f"1.2.3.{n}", count=1)).events
-            ]
-            _until(lambda: len(handled) >= 40, "the second holder")
+            seqs += add_events(writer, 20, 20)
+            until(lambda: len(handled) >= 40, "the second holder")
         finally:
             for tag, stop in stops.items():
                 stop.set()
@@ -263,11 +247,7 @@ _CRASHING_CONSUMER = textwrap.dedent(
 def test_a_crashed_consumer_is_redelivered_only_what_it_had_not_saved(
     store: MetaStore, tmp_path: Path
 ) -> None:
-    seqs = [
-        e.seq
-        for n in range(10)
-        for e in store.add_instances(instances(series=f"1.2.3.{n}", count=1)).events
-    ]
+    seqs = add_events(store, 10)
     out = tmp_path / "handled.txt"
     crash = subprocess.run(
         [sys.executable, "-c", _CRASHING_CONSUMER, store.url, str(out), str(seqs[6])],
@@ -282,7 +262,7 @@ def test_a_crashed_consumer_is_redelivered_only_what_it_had_not_saved(
     got: list[int] = []
     with Consumer(store, "crashy", lease_seconds=30) as successor:
         # The dead holder's lease runs out; then the successor takes over.
-        _until(lambda: successor.process(lambda e: got.append(e.seq)) > 0, "the lease")
+        until(lambda: successor.process(lambda e: got.append(e.seq)) > 0, "the lease")
     # The first batch of four was saved; the rest of the second batch comes again.
     assert got == seqs[4:]
     assert sorted(set(before_crash) | set(got)) == seqs

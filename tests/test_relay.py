@@ -7,20 +7,17 @@ import hmac
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
-from endpoint import Endpoint
-from helpers import instances
+from feed_helpers import WAIT, Endpoint, add_events, cursor, until
 
 from metastore import ConfigurationError, DeliveryError, Event, MetaStore
-from metastore.events import EVENTS, list_consumers
+from metastore.events import EVENTS
 from metastore.relay import SIGNATURE_HEADER, WebhookRelay, relay_webhook, verify_signature
 
-WAIT = 30.0
 SECRET = b"correct horse battery staple"
 
 
@@ -30,26 +27,6 @@ def endpoint() -> Iterator[Endpoint]:
     server.start()
     yield server
     server.stop()
-
-
-def add_events(store: MetaStore, count: int, start: int) -> list[int]:
-    return [
-        e.seq
-        for n in range(start, start + count)
-        for e in store.add_instances(instances(series=f"1.2.3.{n}", count=1)).events
-    ]
-
-
-def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def cursor(store: MetaStore, name: str) -> int:
-    return next(info.last_seq for info in list_consumers(store) if info.name == name)
 
 
 def start_relay(db_url: str, hook_url: str, name: str, secret: bytes | None) -> Callable[[], int]:

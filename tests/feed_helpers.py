@@ -1,4 +1,4 @@
-"""A real webhook receiver on loopback for the relay tests, with faults on demand."""
+"""Helpers for the change-feed tests: events, cursors, waiting, and a webhook receiver."""
 
 from __future__ import annotations
 
@@ -6,10 +6,44 @@ import hashlib
 import hmac
 import json
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from helpers import instances
+
+from metastore import MetaStore
+from metastore.events import list_consumers
+
 SIGNATURE_HEADER = "X-Metastore-Signature"  # spelled out: the receiver does not import ours
+WAIT = 30.0  # the longest a test waits for something to happen
+
+
+def add_events(store: MetaStore, count: int, start: int = 0) -> list[int]:
+    """``count`` INSTANCES_ADDED events (one new series each); their sequence numbers."""
+    return [
+        event.seq
+        for n in range(start, start + count)
+        for event in store.add_instances(instances(series=f"1.2.3.{n}", count=1)).events
+    ]
+
+
+def cursor(store: MetaStore, name: str) -> int:
+    """A consumer's cursor as stored in ``consumers`` (read on its own connection)."""
+    for info in list_consumers(store):
+        if info.name == name:
+            return info.last_seq
+    raise AssertionError(f"no consumer {name}")
+
+
+def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait until ``condition()`` holds, for at most ``WAIT`` seconds."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
 
 
 class Endpoint:
