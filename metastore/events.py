@@ -189,8 +189,9 @@ class _Listen:
 
     It listens before the first read, so a commit between a read and the
     next wait is never missed: its notification waits in the connection.
-    ``timeout`` still bounds a wait, as a poll in case the connection was
-    lost (it is then reopened on the next wait).
+    A lost connection is reopened, and the wait then returns at once, so
+    the caller reads whatever committed while nobody was listening.
+    ``timeout`` bounds a wait all the same, as a poll.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -223,17 +224,23 @@ class _Listen:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            connection = self._connect()
+            connection = self._connection
             if connection is None:
+                if self._connect() is not None:
+                    return  # listening again: the caller reads what came meanwhile
                 _sleep(min(remaining, 1.0), stop)
                 continue
+            # Yields every notification already received, then waits. Closed at
+            # once: a suspended generator would keep the connection's lock.
+            notifications = connection.notifies(timeout=min(remaining, _STOP_CHECK))
             try:
-                # Yields every notification already received, then waits.
-                if next(connection.notifies(timeout=min(remaining, _STOP_CHECK)), None):
+                if next(notifications, None):
                     return
             except psycopg.Error as err:
                 log.warning("lost the outbox notification connection: %s", err)
                 self.close()
+            finally:
+                notifications.close()
 
     def close(self) -> None:
         if self._connection is not None:

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from feed_helpers import WAIT, add_events, cursor
+from feed_helpers import WAIT, add_events, cursor, until
 from helpers import series_meta
 
 from metastore import (
@@ -21,7 +21,7 @@ from metastore import (
     HandlerFailed,
     MetaStore,
 )
-from metastore.events import list_consumers, parse_types, prune, remove_consumer, tail
+from metastore.events import _Listen, list_consumers, parse_types, prune, remove_consumer, tail
 from metastore.schema import consumers
 
 
@@ -265,6 +265,63 @@ def test_notify_wakes_a_consumer_before_its_poll(store: MetaStore, other: MetaSt
         finally:
             stop.set()
             runner.join(WAIT)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_lost_listening_connection_is_reopened(store: MetaStore, other: MetaStore) -> None:
+    listeners = sa.text(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+    )
+
+    def listening() -> list[int]:
+        with store.engine.connect() as connection:
+            return list(connection.execute(listeners).scalars())
+
+    seen = threading.Event()
+    stop = threading.Event()
+    with Consumer(other, "resilient", poll_interval=600) as consumer:
+        consumer.process(lambda e: None)
+        runner = threading.Thread(target=consumer.run, args=(lambda e: seen.set(), stop))
+        runner.start()
+        try:
+            until(lambda: len(listening()) == 1, "the listener")
+            [first] = listening()
+            with store.engine.connect() as connection:
+                connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            add_events(store, 1)
+            # Delivered though the poll is ten minutes away and the listener was gone.
+            assert seen.wait(WAIT)
+            until(lambda: len(listening()) == 1 and listening() != [first], "a new listener")
+        finally:
+            stop.set()
+            runner.join(WAIT)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_wait_after_reconnecting_returns_for_what_nobody_heard(store: MetaStore) -> None:
+    listener = _Listen(store.engine)
+    stop = threading.Event()
+    try:
+        with store.engine.connect() as connection:
+            connection.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            )
+        add_events(store, 1)  # its NOTIFY goes to nobody
+        waiter = threading.Thread(target=listener.wait, args=(600, stop))
+        waiter.start()
+        waiter.join(WAIT)
+        # It found the connection dead, listened again, and returned so the
+        # caller reads the event, rather than waiting ten minutes for a poll.
+        assert not waiter.is_alive()
+    finally:
+        stop.set()
+        listener.close()
 
 
 def test_tail_reads_without_a_cursor(store: MetaStore) -> None:
