@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from feed_helpers import WAIT, Endpoint, add_events, until
 from helpers import series_meta
 
 from metastore import MetaStore
-from metastore.cli import main
+from metastore.cli import build_parser, main
 from metastore.events import list_consumers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,3 +182,25 @@ def test_relay_webhook_without_its_secret_refuses_to_start(
     )
     assert code == 1
     assert "NO_SUCH_SECRET is not set" in capsys.readouterr().err
+
+
+def test_every_change_feed_option_has_help_and_an_environment_twin() -> None:
+    def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        found: dict[str, argparse.ArgumentParser] = {}
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                found.update(action.choices)
+        return found
+
+    top = subparsers(build_parser())
+    leaves = [
+        subparsers(top["events"])["tail"],
+        subparsers(top["events"])["prune"],
+        subparsers(top["relay"])["webhook"],
+        top["consumers"],
+    ]
+    for leaf in leaves:
+        assert leaf.description or leaf.format_help()
+        for action in leaf._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help and "[env: METASTORE_" in action.help, action.option_strings
