@@ -23,12 +23,12 @@ from metastore.events import EVENTS, Consumer, Event, EventType
 from metastore.store import MetaStore, SourceInfo, WriteResult
 
 __all__ = [
-    "EVENTS",
     "ConfigurationError",
     "Consumer",
     "ConsumerError",
     "DatabaseError",
     "DeliveryError",
+    "EVENTS",
     "Event",
     "EventType",
     "HandlerFailed",

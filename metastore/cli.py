@@ -369,6 +369,33 @@ def _add_events_commands(commands: Any) -> None:
     registry.set_defaults(handler=_consumers)
 
 
+# -- display sets -----------------------------------------------------------
+
+
+def _add_displaysets_commands(commands: Any) -> None:
+    displaysets = commands.add_parser(
+        "displaysets", help="what a viewer shows of a study: its display sets, as JSON"
+    )
+    displaysets.add_argument("study_uid", metavar="STUDY_UID", help="StudyInstanceUID")
+    option(
+        displaysets,
+        "--source",
+        env="METASTORE_DISPLAYSETS_SOURCE",
+        default=None,
+        help="only the series list of this source",
+    )
+    displaysets.set_defaults(handler=_displaysets)
+
+
+def _displaysets(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        display_sets = store.get_display_sets(args.study_uid, source=args.source)
+    if display_sets is None:
+        raise MetastoreError(f"study {args.study_uid} is not in the index")
+    print_json(display_sets)
+    return 0
+
+
 # -- the parser -------------------------------------------------------------
 
 
@@ -418,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(changes, "--limit", type=int, default=1000, help="at most this many events")
     changes.set_defaults(handler=_changes)
     _add_events_commands(commands)
+    _add_displaysets_commands(commands)
     return parser
 
 

@@ -7,8 +7,8 @@ columns. Nothing here touches the database; everything raises
 
 from __future__ import annotations
 
-import hashlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +60,8 @@ SERIES_COMPUTED = ("NumberOfSeriesRelatedInstances",)
 INSTANCE_EXTRAS = ("url", "imageId")
 
 _UID_MAX = 64  # PS3.5 9.1
-_FORBIDDEN_IN_UID = frozenset("\\") | frozenset(chr(c) for c in range(0x21))  # controls, space
+# Whitespace and controls (0x00-0x20, 0x7F) and the backslash, the multi-value delimiter.
+_BAD_UID_CHAR = re.compile(r"[\x00-\x20\x7f\\]")
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 
@@ -111,7 +112,7 @@ def check_uid(value: Any, field: str, where: Where) -> str:
         raise where.error(f"{field} is empty", field)
     if len(value) > _UID_MAX:
         raise where.error(f"{field} is longer than {_UID_MAX} characters", field)
-    if any(ch in _FORBIDDEN_IN_UID or ch == "\x7f" for ch in value):
+    if _BAD_UID_CHAR.search(value):
         raise where.error(
             f"{field} {value!r} holds whitespace, a backslash or a control character", field
         )
@@ -183,20 +184,15 @@ def _default(value: Any) -> Any:
 
 
 def encode(document: Mapping[str, Any], where: Where) -> bytes:
-    """Canonical JSON (sorted keys), encoded once: stored as-is and hashed."""
+    """Canonical JSON (sorted keys), encoded once and stored as-is.
+
+    Sorted keys make equal content equal text, which is how SQLite (JSON as
+    text) tells an unchanged row from a changed one on re-ingest.
+    """
     try:
         return orjson.dumps(document, default=_default, option=orjson.OPT_SORT_KEYS)
     except (orjson.JSONEncodeError, TypeError) as err:
         raise where.error(f"metadata is not JSON-serializable: {err}", "metadata") from err
-
-
-def digest(*parts: bytes) -> bytes:
-    """blake2b-128 over the parts: the content fingerprint of a row."""
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(part)
-        h.update(b"\x00")
-    return h.digest()
 
 
 def _without(meta: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -217,8 +213,7 @@ def study_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
         "study_time": text(meta, "StudyTime", where),
         "accession_number": text(meta, "AccessionNumber", where),
         "study_description": text(meta, "StudyDescription", where),
-        "content_hash": digest(blob),
-        "metadata": orjson.Fragment(blob),
+        "metadata": blob.decode(),
     }
 
 
@@ -238,13 +233,70 @@ def series_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
         "series_description": text(meta, "SeriesDescription", where),
         "series_date": text(meta, "SeriesDate", where),
         "series_time": text(meta, "SeriesTime", where),
-        "content_hash": digest(blob),
-        "metadata": orjson.Fragment(blob),
+        "metadata": blob.decode(),
     }
 
 
+_INSTANCE_INTS = ("InstanceNumber", "NumberOfFrames", "Rows", "Columns")
+
+
+def _plain_uid(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= _UID_MAX and not _BAD_UID_CHAR.search(value)
+
+
+def _plain_int(value: Any) -> bool:
+    return value is None or (type(value) is int and _INT_MIN <= value <= _INT_MAX)
+
+
 def instance_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
-    """The ``instances`` row for one instance's metadata (with ``url``/``imageId``)."""
+    """The ``instances`` row for one instance's metadata (with ``url``/``imageId``).
+
+    The common case (plain ``str`` UIDs, ``int`` key columns) takes a fast
+    path; anything else goes through the full checks, which also name the
+    item, its UIDs and the field when the input is bad.
+    """
+    get = meta.get
+    study_uid, series_uid, sop_uid = (
+        get("StudyInstanceUID"),
+        get("SeriesInstanceUID"),
+        get("SOPInstanceUID"),
+    )
+    sop_class, url, image_id = get("SOPClassUID"), get("url"), get("imageId")
+    numbers = [get(key) for key in _INSTANCE_INTS]
+    if not (
+        _plain_uid(study_uid)
+        and _plain_uid(series_uid)
+        and _plain_uid(sop_uid)
+        and (sop_class is None or _plain_uid(sop_class))
+        and (url is None or type(url) is str)
+        and (image_id is None or type(image_id) is str)
+        and all(_plain_int(n) for n in numbers)
+    ):
+        return _checked_instance_row(meta, where)
+    if image_id == url:
+        image_id = None  # stored once: the imageId defaults to the url (see schema)
+    document = meta
+    if "url" in meta or "imageId" in meta:
+        document = dict(meta)
+        document.pop("url", None)
+        document.pop("imageId", None)
+    blob = encode(document, where)
+    return {
+        "study_uid": study_uid,
+        "series_uid": series_uid,
+        "sop_uid": sop_uid,
+        "sop_class_uid": sop_class,
+        "instance_number": numbers[0],
+        "number_of_frames": numbers[1],
+        "rows": numbers[2],
+        "columns": numbers[3],
+        "url": url,
+        "image_id": image_id,
+        "metadata": blob.decode(),
+    }
+
+
+def _checked_instance_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
     study_uid = check_uid(meta.get("StudyInstanceUID"), "StudyInstanceUID", where)
     where = Where(item=where.item, study_uid=study_uid)
     series_uid = check_uid(meta.get("SeriesInstanceUID"), "SeriesInstanceUID", where)
@@ -256,8 +308,8 @@ def instance_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
     for key, value in (("url", url), ("imageId", image_id)):
         if value is not None and not isinstance(value, str):
             raise where.error(f"{key} must be a string, not {type(value).__name__}", key)
-    if image_id is None:
-        image_id = url  # OHIF's DICOM JSON convention: the url is the imageId
+    if image_id == url:
+        image_id = None
     sop_class = meta.get("SOPClassUID")
     blob = encode(_without(meta, INSTANCE_EXTRAS), where)
     return {
@@ -269,10 +321,9 @@ def instance_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
         "number_of_frames": integer(meta, "NumberOfFrames", where),
         "rows": integer(meta, "Rows", where),
         "columns": integer(meta, "Columns", where),
-        "url": url,
-        "image_id": image_id,
-        "content_hash": digest(blob, (url or "").encode(), (image_id or "").encode()),
-        "metadata": orjson.Fragment(blob),
+        "url": None if url is None else str(url),
+        "image_id": None if image_id is None else str(image_id),
+        "metadata": blob.decode(),
     }
 
 
