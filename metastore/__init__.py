@@ -8,7 +8,10 @@ from metastore.dicom import denaturalize, naturalize
 from metastore.errors import (
     BadResponse,
     ConfigurationError,
+    ConsumerError,
     DatabaseError,
+    DeliveryError,
+    HandlerFailed,
     InvalidMetadata,
     LeaseLost,
     MetastoreError,
@@ -19,16 +22,20 @@ from metastore.errors import (
     StoreClosed,
     UnknownSource,
 )
-from metastore.events import EVENTS, Event, EventType
+from metastore.events import EVENTS, Consumer, Event, EventType
 from metastore.store import MetaStore, SourceInfo, WriteResult
 
 __all__ = [
     "BadResponse",
     "ConfigurationError",
+    "Consumer",
+    "ConsumerError",
     "DatabaseError",
+    "DeliveryError",
     "EVENTS",
     "Event",
     "EventType",
+    "HandlerFailed",
     "InvalidMetadata",
     "LeaseLost",
     "MetaStore",

@@ -14,7 +14,10 @@ can catch ``MetastoreError`` and know it is ours::
     │   ├── SourceUnavailable    a failure that may pass: timeout, refused, 429, 5xx
     │   ├── BadResponse          an answer that is not what the protocol promises
     │   └── SourceRefused        a 4xx refusal (not found, not authorized): retrying won't help
-    └── LeaseLost                a worker's job lease ran out and another took the job
+    ├── LeaseLost                a lease (an ingest job's, a consumer's) ran out and another took over
+    ├── ConsumerError            a change-feed consumer cannot go on
+    │   └── HandlerFailed        a handler kept failing on an event
+    └── DeliveryError            an endpoint did not accept a relayed event
 
 Each class's docstring is its default message. Context travels as attributes,
 so a caller can report *where* a problem is (file, JSON path, study, series,
@@ -118,4 +121,16 @@ class SourceRefused(SourceError):
 
 
 class LeaseLost(MetastoreError):
-    """The job's lease ran out and another worker has taken the job."""
+    """The lease ran out and another process took over (an ingest job, a consumer)."""
+
+
+class ConsumerError(MetastoreError):
+    """The change-feed consumer cannot go on."""
+
+
+class HandlerFailed(ConsumerError):
+    """The consumer's handler kept failing on an event; the cursor stays before it."""
+
+
+class DeliveryError(MetastoreError):
+    """The endpoint did not accept the event."""
