@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from helpers import instances, series_meta
@@ -15,35 +16,44 @@ WRITERS = 6
 MODALITIES = ["CT", "MR", "NM", "PT", "SR", "US"]
 
 
-def test_writers_of_one_study_take_turns(db_url: str) -> None:
+def run_writers(write: Callable[[int, threading.Barrier], None]) -> None:
+    """Run ``write(n, barrier)`` in WRITERS threads; re-raise what any of them raised."""
     errors: list[BaseException] = []
     start = threading.Barrier(WRITERS)
 
-    def write(n: int) -> None:
+    def guarded(n: int) -> None:
         try:
-            with MetaStore(db_url) as store:
-                start.wait(timeout=30)
-                for round_ in range(3):
-                    # Round 0 creates series through their instances (ModalitiesInStudy
-                    # grows by union), the others through summaries (recounted).
-                    modality = MODALITIES[(n + round_) % len(MODALITIES)]
-                    series_uid = f"1.2.3.{n}.{round_}"
-                    if round_:
-                        store.add_series_metadata(
-                            [series_meta(series=series_uid, Modality=modality)], source=f"s{n % 2}"
-                        )
-                    store.add_instances(
-                        instances(series=series_uid, count=5, Modality=modality), source=f"s{n % 2}"
-                    )
-        except BaseException as err:  # reported below, with the thread's own error
+            write(n, start)
+        except BaseException as err:  # reported by the test, with the thread's own error
             errors.append(err)
 
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(WRITERS)]
+    threads = [threading.Thread(target=guarded, args=(n,)) for n in range(WRITERS)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a writer hung"
     assert not errors, errors
+
+
+def test_writers_of_one_study_take_turns(db_url: str) -> None:
+    def write(n: int, start: threading.Barrier) -> None:
+        with MetaStore(db_url) as store:
+            start.wait(timeout=30)
+            for round_ in range(3):
+                # Round 0 creates series through their instances (ModalitiesInStudy
+                # grows by union), the others through summaries (recounted).
+                modality = MODALITIES[(n + round_) % len(MODALITIES)]
+                series_uid = f"1.2.3.{n}.{round_}"
+                if round_:
+                    store.add_series_metadata(
+                        [series_meta(series=series_uid, Modality=modality)], source=f"s{n % 2}"
+                    )
+                store.add_instances(
+                    instances(series=series_uid, count=5, Modality=modality), source=f"s{n % 2}"
+                )
+
+    run_writers(write)
     with MetaStore(db_url) as store:
         study = store.get_study("1.2.3")
         assert study is not None
@@ -72,24 +82,14 @@ def test_concurrent_new_series_all_reach_modalities_in_study(db_url: str) -> Non
     # moment; ModalitiesInStudy must hold every writer's modality.
     with MetaStore(db_url) as store:
         store.add_instances(instances(series="1.2.3.0", count=1, Modality="OT"))
-    errors: list[BaseException] = []
-    start = threading.Barrier(WRITERS)
 
-    def write(n: int) -> None:
-        try:
-            with MetaStore(db_url) as store:
-                batch = instances(series=f"1.2.3.{n + 1}", count=20, Modality=MODALITIES[n])
-                start.wait(timeout=30)
-                store.add_instances(batch)
-        except BaseException as err:
-            errors.append(err)
+    def write(n: int, start: threading.Barrier) -> None:
+        with MetaStore(db_url) as store:
+            batch = instances(series=f"1.2.3.{n + 1}", count=20, Modality=MODALITIES[n])
+            start.wait(timeout=30)
+            store.add_instances(batch)
 
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(WRITERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors, errors
+    run_writers(write)
     with MetaStore(db_url) as store:
         study = store.get_study("1.2.3")
         assert study is not None
