@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,11 +57,13 @@ STUDY_COMPUTED = (
     "NumberOfStudyRelatedInstances",
 )
 SERIES_COMPUTED = ("NumberOfSeriesRelatedInstances",)
-# Keys of an instance dict that are not DICOM metadata.
-INSTANCE_EXTRAS = ("url", "imageId")
+# Keys of an instance dict that are not DICOM metadata (``imageIds``: the
+# per-frame list the store's reads add to a multi-frame instance).
+INSTANCE_EXTRAS = ("url", "imageId", "imageIds")
 
 _UID_MAX = 64  # PS3.5 9.1
-_FORBIDDEN_IN_UID = frozenset("\\") | frozenset(chr(c) for c in range(0x21))  # controls, space
+# Controls, space, backslash and DEL: one regex search, not a loop per character.
+_FORBIDDEN_IN_UID = re.compile(r"[\x00-\x20\\\x7f]")
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 
@@ -111,7 +114,7 @@ def check_uid(value: Any, field: str, where: Where) -> str:
         raise where.error(f"{field} is empty", field)
     if len(value) > _UID_MAX:
         raise where.error(f"{field} is longer than {_UID_MAX} characters", field)
-    if any(ch in _FORBIDDEN_IN_UID or ch == "\x7f" for ch in value):
+    if _FORBIDDEN_IN_UID.search(value):
         raise where.error(
             f"{field} {value!r} holds whitespace, a backslash or a control character", field
         )
