@@ -19,6 +19,8 @@ C.7.6.6): the first frame is ``frames/1`` and ``frame=1``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 _WADORS_FRAME = re.compile(r"/frames/(\d+)$")
 _QUERY_FRAME = re.compile(r"([?&])frame=(\d+)(?=&|$)")
@@ -53,3 +55,30 @@ def frame_image_ids(image_id: str, number_of_frames: int | None) -> list[str]:
         return [f"{base}/frames/{n}" for n in range(1, number_of_frames + 1)]
     separator = "&" if "?" in base else "?"
     return [f"{base}{separator}frame={n}" for n in range(1, number_of_frames + 1)]
+
+
+def _frames(value: object) -> int | None:
+    """NumberOfFrames as given in naturalized metadata (an IS: number, digits, one-item list)."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def instance_image_ids(instance: Mapping[str, Any]) -> list[str]:
+    """The imageIds of an instance dict: one per frame, from its imageId (else url).
+
+    Empty when the instance has neither. This is a source's
+    ``get_image_ids`` for instances that carry a ``url`` (DICOM JSON, folders).
+    """
+    image_id = instance.get("imageId") or instance.get("url")
+    if not isinstance(image_id, str):
+        return []
+    return frame_image_ids(image_id, _frames(instance.get("NumberOfFrames")))

@@ -1,0 +1,67 @@
+"""What an ingest did: counts and failures, gathered while it runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from metastore.launchfile import StudyFailure
+
+COUNTS = ("studies", "series", "instances", "inserted", "updated", "unchanged", "events")
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestSummary:
+    """What one ingest did: counts, and the studies that failed."""
+
+    source: str
+    studies: int = 0
+    series: int = 0
+    instances: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    events: int = 0
+    seconds: float = 0.0
+    failures: tuple[StudyFailure, ...] = field(default_factory=tuple)
+    skipped_files: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        """True when every study (and every file) was ingested."""
+        return not self.failures and not self.skipped_files
+
+    def __str__(self) -> str:
+        rate = self.instances / self.seconds if self.seconds > 0 else 0.0
+        text = (
+            f"{self.studies} studies, {self.series} series, {self.instances} instances "
+            f"into source {self.source!r} in {self.seconds:.1f}s ({rate:,.0f} instances/s): "
+            f"{self.inserted} new, {self.updated} changed, {self.unchanged} unchanged, "
+            f"{self.events} events"
+        )
+        if self.failures:
+            text += f"; {len(self.failures)} studies failed"
+        if self.skipped_files:
+            text += f"; {len(self.skipped_files)} files skipped"
+        return text
+
+
+class Tally:
+    """Mutable counts while ingesting; frozen into an ``IngestSummary`` at the end."""
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(COUNTS, 0)
+        self.failures: list[StudyFailure] = []
+        self.skipped_files: list[tuple[str, str]] = []
+
+    def add(self, **counts: int) -> None:
+        for key, value in counts.items():
+            self.counts[key] += value
+
+    def summary(self, source: str, seconds: float) -> IngestSummary:
+        return IngestSummary(
+            source=source,
+            seconds=seconds,
+            failures=tuple(self.failures),
+            skipped_files=tuple(self.skipped_files),
+            **self.counts,
+        )
