@@ -18,7 +18,11 @@ from typing import Any
 import orjson
 
 from metastore import db
-from metastore.errors import MetastoreError
+from metastore.errors import ConfigurationError, MetastoreError
+from metastore.export import export_launch_file
+from metastore.sources._summary import IngestSummary
+from metastore.sources.dicomjson import ingest_launch_file
+from metastore.sources.folder import ingest_folder
 from metastore.store import MetaStore
 
 log = logging.getLogger(__name__)
@@ -166,6 +170,141 @@ def _changes(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- command groups shared by several areas -----------------------------------
+
+
+def command_group(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """The subcommands of group ``name`` (``metastore ingest KIND``), created on first use.
+
+    Each area adds its own kinds: ``command_group(commands, "ingest", ...)
+    .add_parser("dicomweb", ...)`` works whichever area created the group.
+    """
+    parser = commands.choices.get(name)
+    if parser is None:
+        parser = commands.add_parser(name, help=help)
+        return parser.add_subparsers(dest=f"{name}_kind", metavar="KIND", required=True)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise AssertionError(f"command {name} has no subcommands")  # pragma: no cover
+
+
+# -- DICOM JSON launch files and folders ---------------------------------------
+
+
+def _ingest_summary(summary: IngestSummary) -> int:
+    print(summary)
+    for failure in summary.failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    for path, reason in summary.skipped_files:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def _ingest_dicomjson(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        summary = ingest_launch_file(
+            store, args.location, source=args.source, keep_going=args.keep_going
+        )
+    return _ingest_summary(summary)
+
+
+def _ingest_folder(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        summary = ingest_folder(
+            store,
+            args.folder,
+            url_root=args.url_root,
+            source=args.source,
+            keep_going=args.keep_going,
+        )
+    return _ingest_summary(summary)
+
+
+def _export_dicomjson(args: argparse.Namespace) -> int:
+    if bool(args.study_uids) == bool(args.all):
+        raise ConfigurationError("name the studies to export, or give --all")
+    with open_store(args) as store:
+        summary = export_launch_file(
+            store, args.output, None if args.all else args.study_uids, source=args.source
+        )
+    print(summary)
+    return 0
+
+
+def _add_dicomjson_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ingest = command_group(commands, "ingest", "add metadata to the index from a source")
+    dicomjson = ingest.add_parser(
+        "dicomjson", help="an OHIF DICOM JSON launch file (path or http(s) URL, .json or .json.gz)"
+    )
+    dicomjson.add_argument("location", metavar="PATH_OR_URL", help="the launch file")
+    option(
+        dicomjson,
+        "--source",
+        env="METASTORE_DICOMJSON_SOURCE",
+        default=None,
+        help="source name (default: the file's name without .json/.gz)",
+    )
+    flag(
+        dicomjson,
+        "--keep-going",
+        env="METASTORE_DICOMJSON_KEEP_GOING",
+        help="skip bad studies and list them (exit 1 when any failed)",
+    )
+    dicomjson.set_defaults(handler=_ingest_dicomjson)
+
+    folder = ingest.add_parser("folder", help="a folder of DICOM files (read without pixel data)")
+    folder.add_argument("folder", metavar="DIR", help="the folder (searched recursively)")
+    option(
+        folder,
+        "--url-root",
+        env="METASTORE_FOLDER_URL_ROOT",
+        default=None,
+        help="URL the folder is served at; urls are dicomweb:URL_ROOT/<path> (default: file://DIR)",
+    )
+    option(
+        folder,
+        "--source",
+        env="METASTORE_FOLDER_SOURCE",
+        default=None,
+        help="source name (default: the folder's name)",
+    )
+    flag(
+        folder,
+        "--keep-going",
+        env="METASTORE_FOLDER_KEEP_GOING",
+        help="skip studies the index refuses and list them (exit 1 when any failed)",
+    )
+    folder.set_defaults(handler=_ingest_folder)
+
+    export = command_group(commands, "export", "write indexed metadata out")
+    launch = export.add_parser(
+        "dicomjson", help="an OHIF DICOM JSON launch file of indexed studies"
+    )
+    launch.add_argument("study_uids", metavar="STUDY_UID", nargs="*", help="studies to export")
+    option(
+        launch,
+        "-o",
+        "--output",
+        dest="output",
+        env="METASTORE_EXPORT_OUTPUT",
+        required=True,
+        metavar="FILE",
+        help="the launch file to write (.gz: gzip)",
+    )
+    option(
+        launch,
+        "--source",
+        env="METASTORE_EXPORT_SOURCE",
+        default=None,
+        help="only this source's series lists (default: every series once)",
+    )
+    flag(launch, "--all", env="METASTORE_EXPORT_ALL", help="export every indexed study")
+    launch.set_defaults(handler=_export_dicomjson)
+
+
 # -- the parser -------------------------------------------------------------
 
 
@@ -214,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     option(changes, "--limit", type=int, default=1000, help="at most this many events")
     changes.set_defaults(handler=_changes)
+    _add_dicomjson_commands(commands)
     return parser
 
 

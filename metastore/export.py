@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 import sqlalchemy as sa
@@ -85,7 +85,7 @@ def write_launch_file(path: str | Path, studies_: Iterable[Mapping[str, Any]]) -
 
 def _open_out(path: Path, *, gzipped: bool) -> IO[bytes]:
     if gzipped:
-        return gzip.open(path, "wb", compresslevel=6)
+        return cast(IO[bytes], gzip.open(path, "wb", compresslevel=6))
     return open(path, "wb")  # noqa: SIM115 (the caller's with closes it)
 
 

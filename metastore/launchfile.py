@@ -39,7 +39,7 @@ import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import ijson
 import orjson
@@ -513,7 +513,7 @@ def _set_frames(meta: dict[str, Any], seen: set[int]) -> None:
     counted = max(seen) + (1 if min(seen) == 0 else 0)
     declared = meta.get("NumberOfFrames")
     try:
-        declared_n = int(declared[0] if isinstance(declared, list) else declared)
+        declared_n = int(cast(Any, declared[0] if isinstance(declared, list) else declared))
     except (TypeError, ValueError):
         declared_n = 0
     if counted > declared_n:

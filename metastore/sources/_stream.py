@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -85,11 +85,10 @@ class _ChunkReader(io.RawIOBase):
         return size
 
 
-def _maybe_gunzip(raw: IO[bytes]) -> IO[bytes]:
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, _CHUNK)  # type: ignore[arg-type]
+def _maybe_gunzip(buffered: io.BufferedReader[Any]) -> IO[bytes]:
     if buffered.peek(2)[:2] == _GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
-    return buffered
+        return cast(IO[bytes], gzip.GzipFile(fileobj=buffered, mode="rb"))
+    return cast(IO[bytes], buffered)
 
 
 @contextmanager
@@ -107,7 +106,7 @@ def open_bytes(
             yield stream
         return
     try:
-        raw = open(location, "rb")  # noqa: SIM115 (closed below)
+        raw = io.BufferedReader(io.FileIO(location, "rb"), _CHUNK)
     except OSError as err:
         raise SourceError(f"cannot open {location}: {err.strerror or err}", file=location) from err
     try:
@@ -134,7 +133,8 @@ def _open_url(
                         status=response.status_code,
                     )
                 log.info("reading %s", shown)
-                yield _maybe_gunzip(_ChunkReader(_translated(response.iter_bytes(_CHUNK), shown)))
+                chunks = _ChunkReader(_translated(response.iter_bytes(_CHUNK), shown))
+                yield _maybe_gunzip(io.BufferedReader(chunks, _CHUNK))
         except httpx.HTTPError as err:
             raise SourceError(f"GET {shown} failed: {err}", file=shown) from err
 
