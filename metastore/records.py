@@ -185,12 +185,42 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
+# Numbers PostgreSQL's jsonb would give back in another form: negative zero
+# (jsonb has none) and floats written with an exponent (jsonb stores the
+# plain decimal, which reads back as an integer when it has no fraction).
+_JSONB_UNSTABLE = re.compile(rb"-0\.0[,\]}]|[0-9]e\+?[0-9]")
+
+
 def encode(document: Mapping[str, Any], where: Where) -> bytes:
-    """Canonical JSON (sorted keys), encoded once: stored as-is and hashed."""
+    """Canonical JSON (sorted keys), encoded once: stored as-is and hashed.
+
+    Canonical also means stable through PostgreSQL's jsonb: what is stored
+    reads back as the same JSON on both backends, so metadata exported and
+    ingested again hashes the same.
+    """
     try:
-        return orjson.dumps(document, default=_default, option=orjson.OPT_SORT_KEYS)
+        blob = orjson.dumps(document, default=_default, option=orjson.OPT_SORT_KEYS)
+        if _JSONB_UNSTABLE.search(blob) is None:
+            return blob
+        return orjson.dumps(_jsonb_stable(document), default=_default, option=orjson.OPT_SORT_KEYS)
     except (orjson.JSONEncodeError, TypeError) as err:
         raise where.error(f"metadata is not JSON-serializable: {err}", "metadata") from err
+
+
+def _jsonb_stable(value: Any) -> Any:
+    """``value`` with -0.0 as 0.0 and whole floats of 1e16 and over as integers."""
+    if isinstance(value, float):
+        if value == 0.0:
+            return 0.0
+        # orjson reads integers past 64 bits back as floats, so those stay floats.
+        if math.isfinite(value) and value.is_integer() and 1e16 <= abs(value) < 2**63:
+            return int(value)
+        return value
+    if isinstance(value, Mapping):
+        return {k: _jsonb_stable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonb_stable(v) for v in value]
+    return value
 
 
 def digest(*parts: bytes) -> bytes:
