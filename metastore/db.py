@@ -128,6 +128,47 @@ def upsert(connection: Connection, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
+def bulk_insert(
+    connection: Connection, table: sa.Table, rows: list[dict[str, Any]]
+) -> tuple[Any, list[dict[str, Any]] | dict[str, str]]:
+    """An upsert-capable ``INSERT`` of many rows, and the parameters to execute it with.
+
+    PostgreSQL: ``INSERT ... SELECT ... FROM json_to_recordset(:rows)``, the
+    rows as one JSON parameter (JSON columns embedded as they are, binary
+    ones as hex), so the statement is the same whatever the number of rows.
+    A multi-row ``VALUES`` list (SQLAlchemy's "insertmanyvalues") is a new
+    statement of thousands of placeholders for every batch, which psycopg
+    re-parses in Python on each execute; arrays of strings cost a Python
+    escape per element. Both dominated large writes. SQLite: the plain
+    upsert, executed with the rows. Either way the caller adds
+    ``on_conflict_do_update`` and ``returning`` and runs
+    ``connection.execute(statement, parameters)``.
+    """
+    if connection.dialect.name != "postgresql" or not rows:
+        return sqlite.insert(table), rows
+    names = list(rows[0])
+    binary = {name for name in names if isinstance(table.c[name].type, sa.LargeBinary)}
+    record = sa.func.json_to_recordset(
+        sa.cast(sa.bindparam("rows", type_=sa.Text), postgresql.JSON)
+    )
+    fields = record.table_valued(
+        *(sa.column(name, sa.Text if name in binary else table.c[name].type) for name in names)
+    ).render_derived(name="row_", with_types=True)
+    selected = sa.select(
+        *(
+            sa.func.decode(fields.c[name], "hex") if name in binary else fields.c[name]
+            for name in names
+        )
+    )
+    document = orjson.dumps(
+        [
+            {**row, **{name: row[name].hex() for name in binary if row[name] is not None}}
+            for row in rows
+        ]
+    )
+    return postgresql.insert(table).from_select(names, selected), {"rows": document.decode()}
+
+
 # -- migrations -------------------------------------------------------------
 
 

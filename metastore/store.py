@@ -505,7 +505,7 @@ class MetaStore:
         version 1 and an updated one a higher version.
         """
         values = [{**_instance_columns(row), "series_id": series_id} for row in rows]
-        statement = db.upsert(connection, instances)
+        statement, parameters = db.bulk_insert(connection, instances, values)
         changed = statement.excluded
         statement = statement.on_conflict_do_update(
             index_elements=[instances.c.series_id, instances.c.sop_uid],
@@ -516,7 +516,7 @@ class MetaStore:
             },
             where=instances.c.content_hash != changed.content_hash,
         ).returning(instances.c.version)
-        versions = connection.execute(statement, values).scalars().all()
+        versions = connection.execute(statement, parameters).scalars().all()
         added = sum(1 for version in versions if version == 1)
         return added, len(versions) - added
 
