@@ -148,8 +148,8 @@ def bulk_insert(
         return sqlite.insert(table), rows
     names = list(rows[0])
     binary = {name for name in names if isinstance(table.c[name].type, sa.LargeBinary)}
-    record = sa.func.json_to_recordset(
-        sa.cast(sa.bindparam("rows", type_=sa.Text), postgresql.JSON)
+    record = sa.func.jsonb_to_recordset(
+        sa.cast(sa.bindparam("rows", type_=sa.Text), postgresql.JSONB)
     )
     fields = record.table_valued(
         *(sa.column(name, sa.Text if name in binary else table.c[name].type) for name in names)

@@ -104,6 +104,8 @@ def check_uid(value: Any, field: str, where: Where) -> str:
     empty, over 64 characters (PS3.5 9.1), or holding whitespace, a
     backslash (the multi-value delimiter) or a control character.
     """
+    if type(value) is str and 0 < len(value) <= _UID_MAX and not _FORBIDDEN_IN_UID.search(value):
+        return value  # the common case, checked at once
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
     if not isinstance(value, str):
@@ -155,6 +157,9 @@ def person_name(meta: Mapping[str, Any], key: str, where: Where) -> str | None:
 
 def integer(meta: Mapping[str, Any], key: str, where: Where) -> int | None:
     """A single-valued integer key column (IS, US, UL): ints, whole floats, digit strings."""
+    value = meta.get(key)
+    if type(value) is int and _INT_MIN <= value <= _INT_MAX:
+        return value  # the common case, checked at once
     value = _single(meta, key, where)
     if value is None or value == "":
         return None
@@ -236,7 +241,10 @@ def digest(*parts: bytes) -> bytes:
 
 
 def _without(meta: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: v for k, v in meta.items() if k not in keys}
+    document = dict(meta)  # a C-level copy; then drop the few keys present
+    for key in keys:
+        document.pop(key, None)
+    return document
 
 
 def study_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
