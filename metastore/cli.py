@@ -20,7 +20,7 @@ import orjson
 from metastore import db
 from metastore.errors import ConfigurationError, MetastoreError
 from metastore.export import export_launch_file
-from metastore.sources._summary import IngestSummary
+from metastore.sources._ingest import IngestSummary
 from metastore.sources.dicomjson import ingest_launch_file
 from metastore.sources.folder import ingest_folder
 from metastore.store import MetaStore

@@ -309,43 +309,7 @@ class _Reader:
                 key = value
                 continue
             depth = len(stack)
-            if event == "start_map" or event == "start_array":
-                container: Any = {} if event == "start_map" else []
-                if depth > _STRUCTURE_DEPTH:
-                    top = stack[-1]
-                    if type(top) is list:
-                        top.append(container)
-                    else:
-                        top[key] = container
-                    stack.append(container)
-                    continue
-                if not depth:
-                    if event != "start_map":
-                        raise _fail(
-                            "a launch file is an object with a studies array", "$", self.name
-                        )
-                    root = container
-                    stack.append(root)
-                    roles.append("")
-                    continue
-                role = _role(roles[-1], key)
-                expected = _SHAPE.get(role) if role is not None else None
-                if role is not None and expected is not None and expected[0] != event:
-                    raise self._misshapen(role)
-                top = stack[-1]
-                if type(top) is list:
-                    top.append(container)
-                else:
-                    top[key] = container
-                stack.append(container)
-                if depth < _STRUCTURE_DEPTH:
-                    roles.append(role)
-                if role == _STUDY:
-                    self._start_study()
-                elif role == _SERIES:
-                    self.series_index += 1
-                    self.prefix = role
-            elif event == "end_map" or event == "end_array":
+            if event == "end_map" or event == "end_array":
                 done = stack.pop()
                 if depth <= _STRUCTURE_DEPTH:
                     role = roles.pop()
@@ -356,26 +320,45 @@ class _Reader:
                     elif role == _STUDY:
                         stack[-1].pop()
                         yield self._end_study(done)
-            else:
-                if depth > _STRUCTURE_DEPTH:
-                    top = stack[-1]
-                    if type(top) is list:
-                        top.append(value)
-                    else:
-                        top[key] = value
-                    continue
+                continue
+            opens = event == "start_map" or event == "start_array"
+            item: Any = ({} if event == "start_map" else []) if opens else value
+            role = None
+            if depth <= _STRUCTURE_DEPTH:
                 if not depth:
-                    raise _fail("a launch file is an object with a studies array", "$", self.name)
-                role = _role(roles[-1], key)
-                if role is not None and role in _SHAPE:
-                    raise self._misshapen(role)
-                top = stack[-1]
-                if type(top) is list:
-                    top.append(value)
-                else:
-                    top[key] = value
+                    if event != "start_map":
+                        raise _fail(
+                            "a launch file is an object with a studies array", "$", self.name
+                        )
+                    root = item
+                    stack.append(item)
+                    roles.append("")
+                    continue
+                role = self._shaped(roles[-1], key, event)
+            top = stack[-1]
+            if type(top) is list:
+                top.append(item)
+            else:
+                top[key] = item
+            if opens:
+                stack.append(item)
+                if depth < _STRUCTURE_DEPTH:
+                    roles.append(role)
+                if role == _STUDY:
+                    self._start_study()
+                elif role == _SERIES:
+                    self.series_index += 1
+                    self.prefix = role
         if root is None or "studies" not in root:
             raise _fail("a launch file is an object with a studies array", "studies", self.name)
+
+    def _shaped(self, parent: str | None, key: Any, event: str) -> str | None:
+        """The structural prefix of a value in ``parent``; raises if it has the wrong shape."""
+        role = _role(parent, key)
+        expected = _SHAPE.get(role) if role is not None else None
+        if role is not None and expected is not None and expected[0] != event:
+            raise self._misshapen(role)
+        return role
 
     def _misshapen(self, prefix: str) -> InvalidMetadata:
         self.prefix = prefix

@@ -39,20 +39,12 @@ import psycopg
 import sqlalchemy as sa
 
 from metastore import MetaStore
+from metastore.schema import instances
 from metastore.sources.dicomjson import ingest_launch_file
 
-_RAW_COLUMNS = (
-    "series_id",
-    "sop_uid",
-    "sop_class_uid",
-    "instance_number",
-    "number_of_frames",
-    "rows",
-    "columns",
-    "url",
-    "image_id",
-    "content_hash",
-    "metadata",
+# The instances table's own columns, less those the database fills in.
+_RAW_COLUMNS = tuple(
+    c.name for c in instances.c if c.name not in ("id", "version", "created_at", "updated_at")
 )
 
 

@@ -23,34 +23,13 @@ from metastore.imageids import instance_image_ids
 from metastore.launchfile import LaunchStudy, StudyFailure, read_studies
 from metastore.progress import Progress
 from metastore.sources import SourceConfig
+from metastore.sources._ingest import IngestSummary, Tally, write_study
 from metastore.sources._stream import display_name, open_bytes, redact_url, stem
-from metastore.sources._summary import IngestSummary, Tally
 from metastore.store import MetaStore
 
 log = logging.getLogger(__name__)
 
 KIND = "dicomjson"
-
-
-def write_study(
-    store: MetaStore, study: LaunchStudy, *, source: str, made_in_client: bool = False
-) -> dict[str, int]:
-    """Write one read study: its row, its series summaries, then each series' instances."""
-    counts = dict.fromkeys(("series", "instances", "inserted", "updated", "unchanged", "events"), 0)
-    store.add_study(study.study, source=source)
-    result = store.add_series_metadata(
-        study.summaries, source=source, made_in_client=made_in_client
-    )
-    counts["events"] += len(result.events)
-    for _summary, instances in study.series():
-        result = store.add_instances(instances, source=source, made_in_client=made_in_client)
-        counts["series"] += 1
-        counts["instances"] += len(instances)
-        counts["inserted"] += result.inserted
-        counts["updated"] += result.updated
-        counts["unchanged"] += result.unchanged
-        counts["events"] += len(result.events)
-    return counts
 
 
 def ingest_launch_file(
@@ -90,7 +69,13 @@ def ingest_launch_file(
                     tally.failures.append(item)
                     continue
                 with item:
-                    counts = write_study(store, item, source=name)
+                    counts = write_study(
+                        store,
+                        item.study,
+                        item.summaries,
+                        (instances for _summary, instances in item.series()),
+                        source=name,
+                    )
                 tally.add(studies=1, **counts)
                 bar.update(1, instances=counts["instances"])
         except InvalidMetadata as err:

@@ -40,7 +40,7 @@ from metastore.imageids import instance_image_ids
 from metastore.launchfile import StudyFailure
 from metastore.progress import Progress
 from metastore.sources import SourceConfig
-from metastore.sources._summary import IngestSummary, Tally
+from metastore.sources._ingest import IngestSummary, Tally, write_study
 from metastore.store import MetaStore
 
 log = logging.getLogger(__name__)
@@ -227,24 +227,12 @@ def ingest_folder(
 def _write_study(
     store: MetaStore, index: FolderIndex, study_uid: str, source: str
 ) -> dict[str, int]:
-    counts = dict.fromkeys(("series", "instances", "inserted", "updated", "unchanged", "events"), 0)
-    first = {
-        s: read_instance(paths[0], index.url(paths[0]))
-        for s, paths in index.studies[study_uid].items()
-    }
-    any_first = next(iter(first.values()))
-    store.add_study(records.pick(any_first, records.STUDY_KEYS), source=source)
+    """Write a study: its row and series summaries from each series' first file, then each series."""
+    first = {s: read_instance(p[0], index.url(p[0])) for s, p in index.studies[study_uid].items()}
+    study = records.pick(next(iter(first.values())), records.STUDY_KEYS)
     summaries = [records.pick(meta, records.SERIES_KEYS) for meta in first.values()]
-    counts["events"] += len(store.add_series_metadata(summaries, source=source).events)
-    for _series_uid, instances in iter_series(index, study_uid):
-        result = store.add_instances(instances, source=source)
-        counts["series"] += 1
-        counts["instances"] += len(instances)
-        counts["inserted"] += result.inserted
-        counts["updated"] += result.updated
-        counts["unchanged"] += result.unchanged
-        counts["events"] += len(result.events)
-    return counts
+    series = (instances for _uid, instances in iter_series(index, study_uid))
+    return write_study(store, study, summaries, series, source=source)
 
 
 class FolderSource:

@@ -1,10 +1,13 @@
-"""What an ingest did: counts and failures, gathered while it runs."""
+"""Writing a study through the store, and what an ingest did (counts and failures)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from metastore.launchfile import StudyFailure
+from metastore.store import MetaStore
 
 COUNTS = ("studies", "series", "instances", "inserted", "updated", "unchanged", "events")
 
@@ -65,3 +68,32 @@ class Tally:
             skipped_files=tuple(self.skipped_files),
             **self.counts,
         )
+
+
+def write_study(
+    store: MetaStore,
+    study: Mapping[str, Any],
+    summaries: list[dict[str, Any]],
+    series: Iterable[list[dict[str, Any]]],
+    *,
+    source: str,
+    made_in_client: bool = False,
+) -> dict[str, int]:
+    """Write one study as OHIF's data sources do; returns its counts.
+
+    The study row, the series summaries (one ``SERIES_ADDED``), then each
+    series' instances: one transaction and one ``INSTANCES_ADDED`` each.
+    """
+    counts = dict.fromkeys(COUNTS[1:], 0)
+    store.add_study(study, source=source)
+    result = store.add_series_metadata(summaries, source=source, made_in_client=made_in_client)
+    counts["events"] += len(result.events)
+    for instances in series:
+        result = store.add_instances(instances, source=source, made_in_client=made_in_client)
+        counts["series"] += 1
+        counts["instances"] += len(instances)
+        counts["inserted"] += result.inserted
+        counts["updated"] += result.updated
+        counts["unchanged"] += result.unchanged
+        counts["events"] += len(result.events)
+    return counts
