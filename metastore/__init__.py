@@ -6,30 +6,45 @@ import logging
 
 from metastore.dicom import denaturalize, naturalize
 from metastore.errors import (
+    BadResponse,
     ConfigurationError,
+    ConsumerError,
     DatabaseError,
+    DeliveryError,
+    HandlerFailed,
     InvalidMetadata,
+    LeaseLost,
     MetastoreError,
     SchemaNotAtHead,
     SourceError,
+    SourceRefused,
+    SourceUnavailable,
     StoreClosed,
     UnknownSource,
 )
-from metastore.events import EVENTS, Event, EventType
+from metastore.events import EVENTS, Consumer, Event, EventType
 from metastore.store import MetaStore, SourceInfo, WriteResult
 
 __all__ = [
-    "EVENTS",
+    "BadResponse",
     "ConfigurationError",
+    "Consumer",
+    "ConsumerError",
     "DatabaseError",
+    "DeliveryError",
+    "EVENTS",
     "Event",
     "EventType",
+    "HandlerFailed",
     "InvalidMetadata",
+    "LeaseLost",
     "MetaStore",
     "MetastoreError",
     "SchemaNotAtHead",
     "SourceError",
     "SourceInfo",
+    "SourceRefused",
+    "SourceUnavailable",
     "StoreClosed",
     "UnknownSource",
     "WriteResult",

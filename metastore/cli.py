@@ -11,17 +11,24 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import orjson
 
-from metastore import db
+from metastore import db, events, ingest, relay, runner
 from metastore.errors import ConfigurationError, MetastoreError
+from metastore.events import Event
 from metastore.export import export_launch_file
+from metastore.progress import Progress
 from metastore.sources._ingest import IngestSummary
 from metastore.sources.dicomjson import ingest_launch_file
+from metastore.sources.dicomweb import auth_headers, dicomweb_config
 from metastore.sources.folder import ingest_folder
 from metastore.store import MetaStore
 
@@ -87,6 +94,51 @@ def flag(
     dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
     twin = env or f"METASTORE_{dest.upper()}"
     parser.add_argument(*names, action=_EnvFlag, env=twin, **kwargs)
+
+
+class _EnvAppend(_EnvDefault):
+    """A repeatable option; its environment twin holds one value a line."""
+
+    def __init__(self, option_strings: list[str], dest: str, env: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, env, **kwargs)
+        if env in os.environ:
+            self.default = [line for line in os.environ[env].splitlines() if line.strip()]
+        elif self.default is None:
+            self.default = []
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        if current is None or current is self.default:
+            current = []
+        setattr(namespace, self.dest, [*current, values])
+
+
+def repeated(
+    parser: argparse.ArgumentParser, *names: str, env: str | None = None, **kwargs: Any
+) -> None:
+    """Add a repeatable option with its environment twin (one value a line)."""
+    dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
+    twin = env or f"METASTORE_{dest.upper()}"
+    parser.add_argument(*names, action=_EnvAppend, env=twin, **kwargs)
+
+
+def command_group(commands: Any, name: str, help: str) -> Any:
+    """The subcommands of the group ``name`` (``ingest``...), created on first use.
+
+    Several areas add commands to one group; whoever comes first creates it.
+    """
+    parser = commands.choices.get(name)
+    if parser is None:
+        parser = commands.add_parser(name, help=help)
+        group = parser.add_subparsers(dest=f"{name}_command", metavar="KIND", required=True)
+        parser.set_defaults(**{f"_{name}_group": group})
+    return parser.get_default(f"_{name}_group")
 
 
 def print_json(value: Any) -> None:
@@ -170,25 +222,347 @@ def _changes(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- command groups shared by several areas -----------------------------------
+# -- the change feed: events, consumers, relays --------------------------------
 
 
-def command_group(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
-) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """The subcommands of group ``name`` (``metastore ingest KIND``), created on first use.
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM, so live commands finish their current event."""
+    stop = threading.Event()
 
-    Each area adds its own kinds: ``command_group(commands, "ingest", ...)
-    .add_parser("dicomweb", ...)`` works whichever area created the group.
-    """
-    parser = commands.choices.get(name)
-    if parser is None:
-        parser = commands.add_parser(name, help=help)
-        return parser.add_subparsers(dest=f"{name}_kind", metavar="KIND", required=True)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    raise AssertionError(f"command {name} has no subcommands")  # pragma: no cover
+    def _set(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _set) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _print_event(event: Event) -> None:
+    print_json_line(event.to_dict())
+    sys.stdout.flush()
+
+
+def _events_tail(args: argparse.Namespace) -> int:
+    with open_store(args) as store, _stop_on_signals() as stop:
+        events.tail(
+            store,
+            _print_event,
+            consumer=args.consumer,
+            after=args.after,
+            events=args.type,
+            follow=args.follow,
+            stop=stop,
+            poll_interval=args.poll_interval,
+        )
+    return 0
+
+
+def _events_prune(args: argparse.Namespace) -> int:
+    older = None if args.older_than is None else timedelta(days=args.older_than)
+    with open_store(args) as store:
+        deleted = events.prune(store, before=args.before, older_than=older, force=args.force)
+    print(f"deleted {deleted} events")
+    return 0
+
+
+def _relay_webhook(args: argparse.Namespace) -> int:
+    secret = None
+    if args.secret_env:
+        value = os.environ.get(args.secret_env)
+        if not value:
+            raise ConfigurationError(f"the environment variable {args.secret_env} is not set")
+        secret = value.encode()
+    with open_store(args) as store, _stop_on_signals() as stop:
+        delivered = relay.relay_webhook(
+            store,
+            args.url,
+            consumer=args.consumer,
+            secret=secret,
+            events=args.type,
+            stop=stop,
+            timeout=args.timeout,
+            poll_interval=args.poll_interval,
+            max_retry_delay=args.max_retry_delay,
+            start=args.start,
+        )
+    print(f"delivered {delivered} events", file=sys.stderr)
+    return 0
+
+
+def _consumers(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        if args.remove:
+            if not events.remove_consumer(store, args.remove):
+                raise MetastoreError(f"no consumer named {args.remove!r}")
+            print(f"removed consumer {args.remove}")
+            return 0
+        rows = [info.to_dict() for info in events.list_consumers(store)]
+    if args.json:
+        print_json(rows)
+        return 0
+    header = ("name", "last_seq", "lag", "lease_owner", "lease_expires_at")
+    table = [header] + [tuple("-" if r[k] is None else str(r[k]) for k in header) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
+def _add_events_commands(commands: Any) -> None:
+    """``events tail|prune``, ``relay webhook``, ``consumers``."""
+    feed = commands.add_parser("events", help="follow and prune the change feed")
+    feed_commands = feed.add_subparsers(dest="events_command", metavar="ACTION", required=True)
+    tail = feed_commands.add_parser("tail", help="print events as JSON lines")
+    option(tail, "--consumer", metavar="NAME", help="read as this consumer, advancing its cursor")
+    flag(tail, "--follow", help="keep printing new events until interrupted")
+    option(
+        tail,
+        "--type",
+        env="METASTORE_EVENT_TYPES",
+        metavar="TYPE[,TYPE]",
+        help="only these event types (SERIES_ADDED, INSTANCES_ADDED, STUDY_DELETED)",
+    )
+    option(tail, "--after", type=int, default=0, help="without --consumer: start after this seq")
+    option(tail, "--poll-interval", type=float, default=1.0, help="seconds between polls (SQLite)")
+    tail.set_defaults(handler=_events_tail)
+
+    prune = feed_commands.add_parser(
+        "prune", help="delete events every registered consumer has processed"
+    )
+    option(
+        prune,
+        "--before",
+        type=int,
+        env="METASTORE_PRUNE_BEFORE",
+        metavar="SEQ",
+        help="events with a lower sequence number",
+    )
+    option(
+        prune,
+        "--older-than",
+        type=float,
+        env="METASTORE_PRUNE_OLDER_THAN",
+        metavar="DAYS",
+        help="events written more than DAYS ago",
+    )
+    flag(
+        prune,
+        "--force",
+        env="METASTORE_PRUNE_FORCE",
+        help="delete them even if a consumer has not processed them",
+    )
+    prune.set_defaults(handler=_events_prune)
+
+    relays = commands.add_parser("relay", help="push the change feed to other systems")
+    relay_commands = relays.add_subparsers(dest="relay_command", metavar="KIND", required=True)
+    webhook = relay_commands.add_parser(
+        "webhook", help="POST each event as JSON to a URL, as a durable consumer"
+    )
+    webhook.add_argument("url", metavar="URL", help="the endpoint (http or https)")
+    option(webhook, "--consumer", metavar="NAME", required=True, help="the consumer's name")
+    option(
+        webhook,
+        "--secret-env",
+        env="METASTORE_WEBHOOK_SECRET_ENV",
+        metavar="VAR",
+        help="sign each body with HMAC-SHA256 under the secret in this environment variable",
+    )
+    option(
+        webhook,
+        "--type",
+        env="METASTORE_EVENT_TYPES",
+        metavar="TYPE[,TYPE]",
+        help="only these event types",
+    )
+    option(
+        webhook,
+        "--timeout",
+        type=float,
+        default=10.0,
+        env="METASTORE_WEBHOOK_TIMEOUT",
+        help="seconds to wait for the endpoint",
+    )
+    option(
+        webhook,
+        "--max-retry-delay",
+        type=float,
+        default=30.0,
+        env="METASTORE_WEBHOOK_MAX_RETRY_DELAY",
+        help="the longest wait between retries of a failing endpoint, in seconds",
+    )
+    option(
+        webhook, "--poll-interval", type=float, default=1.0, help="seconds between polls (SQLite)"
+    )
+    option(
+        webhook,
+        "--start",
+        choices=("earliest", "latest"),
+        default="earliest",
+        env="METASTORE_CONSUMER_START",
+        help="where a new consumer begins",
+    )
+    webhook.set_defaults(handler=_relay_webhook)
+
+    registry = commands.add_parser("consumers", help="list consumers, their cursor and lag")
+    flag(registry, "--json", env="METASTORE_CONSUMERS_JSON", help="print JSON instead of a table")
+    option(
+        registry,
+        "--remove",
+        env="METASTORE_CONSUMERS_REMOVE",
+        metavar="NAME",
+        help="forget this consumer (it no longer holds back prune)",
+    )
+    registry.set_defaults(handler=_consumers)
+
+
+# -- display sets -----------------------------------------------------------
+
+
+def _add_displaysets_commands(commands: Any) -> None:
+    displaysets = commands.add_parser(
+        "displaysets", help="what a viewer shows of a study: its display sets, as JSON"
+    )
+    displaysets.add_argument("study_uid", metavar="STUDY_UID", help="StudyInstanceUID")
+    option(
+        displaysets,
+        "--source",
+        env="METASTORE_DISPLAYSETS_SOURCE",
+        default=None,
+        help="only the series list of this source",
+    )
+    displaysets.set_defaults(handler=_displaysets)
+
+
+def _displaysets(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        display_sets = store.get_display_sets(args.study_uid, source=args.source)
+    if display_sets is None:
+        raise MetastoreError(f"study {args.study_uid} is not in the index")
+    print_json(display_sets)
+    return 0
+
+
+# -- dicomweb ingestion, workers, jobs ------------------------------------------
+
+
+def _ingest_dicomweb(args: argparse.Namespace) -> int:
+    headers = auth_headers(args.header, token_env=args.token_env)
+    settings = {"page_size": args.page_size, "timeout": args.timeout, "retries": args.retries}
+    config = dicomweb_config(
+        args.root, name=args.source, static=args.static_wado, headers=headers, settings=settings
+    )
+    query = dict(_key_value(item) for item in args.query)
+    with Progress(f"ingest {config.name}", unit="studies") as progress:
+        summary = runner.ingest_source(
+            db.resolve_url(args.db),
+            config,
+            query=query,
+            study_uids=args.study,
+            workers=args.workers,
+            lease=args.lease,
+            max_attempts=args.max_attempts,
+            on_progress=runner.reporter(progress),
+            on_queued=progress.set_total,
+        )
+    print(summary.describe())
+    for error in summary.errors:
+        print(f"  failed: {error}")
+    if summary.failures:
+        print(f"metastore: {summary.failures} studies failed: see `metastore jobs --state failed`")
+        return 1
+    return 0
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigurationError(f"--query {item!r} is not KEY=VALUE")
+    return key, value
+
+
+def _worker(args: argparse.Namespace) -> int:
+    headers = auth_headers(args.header, token_env=args.token_env)
+    if headers and not args.source:
+        raise ConfigurationError(
+            "--header and --token-env need --source: credentials go to one source"
+        )
+    with open_store(args) as store:
+        stats = runner.serve(
+            store,
+            source=args.source,
+            secrets={args.source: headers} if args.source else {},
+            lease=args.lease,
+            poll=args.poll,
+            once=args.once,
+        )
+    print(
+        f"worker: {stats.jobs} jobs, {stats.studies} studies, {stats.series} series, "
+        f"{stats.instances} instances, {stats.retries} retries, {stats.failures} failed"
+    )
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        found = ingest.JobQueue(store).jobs(state=args.state, source=args.source, limit=args.limit)
+    for source, job in found:
+        if args.json:
+            print_json_line({"source": source, **job.to_dict()})
+            continue
+        line = f"{job.id}  {source}  {job.unit}  {job.state}  attempts {job.attempts}/{job.max_attempts}"
+        print(line + (f"  {job.last_error}" if job.last_error else ""))
+    return 0
+
+
+def _add_dicomweb_commands(commands: Any) -> None:
+    ingest_commands = command_group(
+        commands, "ingest", "pull metadata from a source into the index"
+    )
+    web = ingest_commands.add_parser(
+        "dicomweb",
+        help="search a DICOMweb server (or a static DICOMweb tree) and pull its studies",
+    )
+    web.add_argument("root", metavar="ROOT", help="the DICOMweb root URL (QIDO-RS and WADO-RS)")
+    option(web, "--source", metavar="NAME", default=None, help="source name (default: the host)")
+    flag(web, "--static-wado", help="a static tree: it ignores queries, metastore filters")
+    repeated(web, "--query", metavar="KEY=VALUE", help="a QIDO-RS query parameter (repeatable)")
+    repeated(web, "--study", metavar="UID", help="pull this study (repeatable)")
+    option(web, "--workers", type=int, default=1, help="worker processes")
+    option(web, "--page-size", type=int, default=None, help="QIDO-RS page size")
+    option(web, "--timeout", type=float, default=None, help="seconds to wait for a response")
+    option(web, "--retries", type=int, default=None, help="tries after the first, per request")
+    option(web, "--max-attempts", type=int, default=5, help="attempts per study before it fails")
+    _add_worker_options(web)
+    web.set_defaults(handler=_ingest_dicomweb)
+
+    worker = commands.add_parser("worker", help="drain or serve the ingest job queue")
+    flag(worker, "--once", help="stop when no job is queued or running")
+    option(worker, "--source", metavar="NAME", default=None, help="only this source's jobs")
+    option(
+        worker, "--poll", type=float, default=2.0, help="seconds between looks at an empty queue"
+    )
+    _add_worker_options(worker)
+    worker.set_defaults(handler=_worker)
+
+    jobs = commands.add_parser("jobs", help="list ingest jobs with their last errors")
+    option(jobs, "--state", choices=ingest.STATES, default=None, help="only jobs in this state")
+    option(jobs, "--source", metavar="NAME", default=None, help="only this source's jobs")
+    option(jobs, "--limit", type=int, default=100, help="at most this many jobs")
+    flag(jobs, "--json", env="METASTORE_JOBS_JSON", help="print JSON lines")
+    jobs.set_defaults(handler=_jobs)
+
+
+def _add_worker_options(parser: argparse.ArgumentParser) -> None:
+    repeated(
+        parser, "--header", metavar="'NAME: VALUE'", help="an HTTP header to send (repeatable)"
+    )
+    option(parser, "--token-env", metavar="VAR", default=None, help="send the bearer token in $VAR")
+    option(parser, "--lease", type=float, default=60.0, help="seconds a worker holds a job")
 
 
 # -- DICOM JSON launch files and folders ---------------------------------------
@@ -234,9 +608,9 @@ def _export_dicomjson(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_dicomjson_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    ingest = command_group(commands, "ingest", "add metadata to the index from a source")
-    dicomjson = ingest.add_parser(
+def _add_dicomjson_commands(commands: Any) -> None:
+    kinds = command_group(commands, "ingest", "pull metadata from a source into the index")
+    dicomjson = kinds.add_parser(
         "dicomjson", help="an OHIF DICOM JSON launch file (path or http(s) URL, .json or .json.gz)"
     )
     dicomjson.add_argument("location", metavar="PATH_OR_URL", help="the launch file")
@@ -255,7 +629,7 @@ def _add_dicomjson_commands(commands: argparse._SubParsersAction[argparse.Argume
     )
     dicomjson.set_defaults(handler=_ingest_dicomjson)
 
-    folder = ingest.add_parser("folder", help="a folder of DICOM files (read without pixel data)")
+    folder = kinds.add_parser("folder", help="a folder of DICOM files (read without pixel data)")
     folder.add_argument("folder", metavar="DIR", help="the folder (searched recursively)")
     option(
         folder,
@@ -353,6 +727,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     option(changes, "--limit", type=int, default=1000, help="at most this many events")
     changes.set_defaults(handler=_changes)
+    _add_events_commands(commands)
+    _add_displaysets_commands(commands)
+    _add_dicomweb_commands(commands)
     _add_dicomjson_commands(commands)
     return parser
 

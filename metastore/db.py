@@ -8,9 +8,10 @@ upsert statement, and the translation of SQLAlchemy's exceptions into
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -128,45 +129,114 @@ def upsert(connection: Connection, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
-def bulk_insert(
-    connection: Connection, table: sa.Table, rows: list[dict[str, Any]]
-) -> tuple[Any, list[dict[str, Any]] | dict[str, str]]:
-    """An upsert-capable ``INSERT`` of many rows, and the parameters to execute it with.
+# Rows per multi-row statement: under SQLite's 32,766 and PostgreSQL's
+# 65,535 bind parameters for tables of up to 32 columns.
+UPSERT_CHUNK = 1000
 
-    PostgreSQL: ``INSERT ... SELECT ... FROM json_to_recordset(:rows)``, the
-    rows as one JSON parameter (JSON columns embedded as they are, binary
-    ones as hex), so the statement is the same whatever the number of rows.
-    A multi-row ``VALUES`` list (SQLAlchemy's "insertmanyvalues") is a new
-    statement of thousands of placeholders for every batch, which psycopg
-    re-parses in Python on each execute; arrays of strings cost a Python
-    escape per element. Both dominated large writes. SQLite: the plain
-    upsert, executed with the rows. Either way the caller adds
-    ``on_conflict_do_update`` and ``returning`` and runs
-    ``connection.execute(statement, parameters)``.
+
+def upsert_many(
+    connection: Connection,
+    table: sa.Table,
+    rows: Sequence[Sequence[Any]],
+    *,
+    columns: Sequence[str],
+    conflict: Sequence[str],
+    returning: Sequence[str],
+    touch: Mapping[str, str] | None = None,
+    update: bool = True,
+) -> list[Any]:
+    """Multi-row upsert that writes only what changed; returns the written rows.
+
+    ``INSERT INTO t (columns) VALUES (...), (...) ON CONFLICT (conflict) DO
+    UPDATE SET <the other columns> = excluded.<column>, <touch> WHERE <any
+    of them differs> RETURNING <returning>``: a row whose content is
+    unchanged is neither written nor returned. Both SQLite (>= 3.35) and
+    PostgreSQL spell it so; only the placeholder, the JSONB cast and the
+    null-safe inequality differ. The SQL is built once per shape and the
+    rows go straight to the driver: this is the hot path of every ingest.
+    With ``update=False`` an existing row is left alone (``DO NOTHING``).
     """
-    if connection.dialect.name != "postgresql" or not rows:
-        return sqlite.insert(table), rows
-    names = list(rows[0])
-    binary = {name for name in names if isinstance(table.c[name].type, sa.LargeBinary)}
-    record = sa.func.jsonb_to_recordset(
-        sa.cast(sa.bindparam("rows", type_=sa.Text), postgresql.JSONB)
-    )
-    fields = record.table_valued(
-        *(sa.column(name, sa.Text if name in binary else table.c[name].type) for name in names)
-    ).render_derived(name="row_", with_types=True)
-    selected = sa.select(
-        *(
-            sa.func.decode(fields.c[name], "hex") if name in binary else fields.c[name]
-            for name in names
+    written: list[Any] = []
+    for start in range(0, len(rows), UPSERT_CHUNK):
+        chunk = rows[start : start + UPSERT_CHUNK]
+        sql = _upsert_sql(
+            connection.dialect,
+            table,
+            tuple(columns),
+            tuple(conflict),
+            tuple(returning),
+            tuple(sorted((touch or {}).items())),
+            update,
+            len(chunk),
         )
+        flat = [value for row in chunk for value in row]
+        written.extend(connection.exec_driver_sql(sql, tuple(flat)).fetchall())
+    return written
+
+
+def insert_many(
+    connection: Connection,
+    table: sa.Table,
+    rows: Sequence[Sequence[Any]],
+    *,
+    columns: Sequence[str],
+) -> None:
+    """Plain bulk insert of rows known to be new, in the caller's transaction.
+
+    PostgreSQL: ``COPY ... FROM STDIN`` on the connection's own psycopg
+    connection (same transaction), the fastest way in. SQLite: one
+    ``executemany`` of a prepared ``INSERT``. A conflict here is a bug in the
+    caller and fails the transaction.
+    """
+    if not rows:
+        return
+    quote = connection.dialect.identifier_preparer.quote
+    names = ", ".join(quote(name) for name in columns)
+    if connection.dialect.name == "postgresql":
+        driver = connection.connection.driver_connection
+        statement = f"COPY {quote(table.name)} ({names}) FROM STDIN"
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row(row)
+        return
+    slots = ", ".join("?" * len(columns))
+    connection.exec_driver_sql(
+        f"INSERT INTO {quote(table.name)} ({names}) VALUES ({slots})", list(rows)
     )
-    document = orjson.dumps(
-        [
-            {**row, **{name: row[name].hex() for name in binary if row[name] is not None}}
-            for row in rows
-        ]
+
+
+@functools.lru_cache(maxsize=512)
+def _upsert_sql(
+    dialect: sa.Dialect,
+    table: sa.Table,
+    columns: tuple[str, ...],
+    conflict: tuple[str, ...],
+    returning: tuple[str, ...],
+    touch: tuple[tuple[str, str], ...],
+    update: bool,
+    count: int,
+) -> str:
+    quote = dialect.identifier_preparer.quote
+    sqlite_ = dialect.name == "sqlite"
+    placeholder = "?" if sqlite_ else "%s"
+    differs = "IS NOT" if sqlite_ else "IS DISTINCT FROM"
+    slots = []
+    for name in columns:
+        is_json = isinstance(table.c[name].type, sa.JSON)
+        slots.append(f"{placeholder}::jsonb" if is_json and not sqlite_ else placeholder)
+    group = "(" + ", ".join(slots) + ")"
+    target = quote(table.name)
+    updated = [name for name in columns if name not in conflict]
+    assignments = [f"{quote(n)} = excluded.{quote(n)}" for n in updated]
+    assignments += [f"{quote(n)} = {expression}" for n, expression in touch]
+    condition = " OR ".join(f"{target}.{quote(n)} {differs} excluded.{quote(n)}" for n in updated)
+    action = f"DO UPDATE SET {', '.join(assignments)} WHERE {condition}" if update else "DO NOTHING"
+    return (
+        f"INSERT INTO {target} ({', '.join(quote(n) for n in columns)}) "
+        f"VALUES {', '.join([group] * count)} "
+        f"ON CONFLICT ({', '.join(quote(n) for n in conflict)}) {action} "
+        f"RETURNING {', '.join(quote(n) for n in returning)}"
     )
-    return postgresql.insert(table).from_select(names, selected), {"rows": document.decode()}
 
 
 # -- migrations -------------------------------------------------------------

@@ -10,7 +10,14 @@ can catch ``MetastoreError`` and know it is ours::
     ├── StoreClosed              the MetaStore was used after close()
     ├── InvalidMetadata          input that is not DICOM metadata we can index
     ├── UnknownSource            a source name or kind nobody registered
-    └── SourceError              a backend (DICOMweb server, file) failed
+    ├── SourceError              a backend (DICOMweb server, file) failed
+    │   ├── SourceUnavailable    a failure that may pass: timeout, refused, 429, 5xx
+    │   ├── BadResponse          an answer that is not what the protocol promises
+    │   └── SourceRefused        a 4xx refusal (not found, not authorized): retrying won't help
+    ├── LeaseLost                a lease (an ingest job's, a consumer's) ran out and another took over
+    ├── ConsumerError            a change-feed consumer cannot go on
+    │   └── HandlerFailed        a handler kept failing on an event
+    └── DeliveryError            an endpoint did not accept a relayed event
 
 Each class's docstring is its default message. Context travels as attributes,
 so a caller can report *where* a problem is (file, JSON path, study, series,
@@ -99,3 +106,31 @@ class UnknownSource(MetastoreError):
 
 class SourceError(MetastoreError):
     """A metadata source failed."""
+
+
+class SourceUnavailable(SourceError):
+    """The source is unavailable for now (a timeout, a refused connection, 429 or 5xx)."""
+
+
+class BadResponse(SourceError):
+    """The source answered with something other than DICOM JSON."""
+
+
+class SourceRefused(SourceError):
+    """The source refused the request (a 4xx other than 429); retrying will not help."""
+
+
+class LeaseLost(MetastoreError):
+    """The lease ran out and another process took over (an ingest job, a consumer)."""
+
+
+class ConsumerError(MetastoreError):
+    """The change-feed consumer cannot go on."""
+
+
+class HandlerFailed(ConsumerError):
+    """The consumer's handler kept failing on an event; the cursor stays before it."""
+
+
+class DeliveryError(MetastoreError):
+    """The endpoint did not accept the event."""

@@ -7,7 +7,6 @@ columns. Nothing here touches the database; everything raises
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -62,8 +61,8 @@ SERIES_COMPUTED = ("NumberOfSeriesRelatedInstances",)
 INSTANCE_EXTRAS = ("url", "imageId", "imageIds")
 
 _UID_MAX = 64  # PS3.5 9.1
-# Controls, space, backslash and DEL: one regex search, not a loop per character.
-_FORBIDDEN_IN_UID = re.compile(r"[\x00-\x20\\\x7f]")
+# Whitespace and controls (0x00-0x20, 0x7F) and the backslash, the multi-value delimiter.
+_BAD_UID_CHAR = re.compile(r"[\x00-\x20\x7f\\]")
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 
@@ -104,8 +103,6 @@ def check_uid(value: Any, field: str, where: Where) -> str:
     empty, over 64 characters (PS3.5 9.1), or holding whitespace, a
     backslash (the multi-value delimiter) or a control character.
     """
-    if type(value) is str and 0 < len(value) <= _UID_MAX and not _FORBIDDEN_IN_UID.search(value):
-        return value  # the common case, checked at once
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
     if not isinstance(value, str):
@@ -116,7 +113,7 @@ def check_uid(value: Any, field: str, where: Where) -> str:
         raise where.error(f"{field} is empty", field)
     if len(value) > _UID_MAX:
         raise where.error(f"{field} is longer than {_UID_MAX} characters", field)
-    if _FORBIDDEN_IN_UID.search(value):
+    if _BAD_UID_CHAR.search(value):
         raise where.error(
             f"{field} {value!r} holds whitespace, a backslash or a control character", field
         )
@@ -157,9 +154,6 @@ def person_name(meta: Mapping[str, Any], key: str, where: Where) -> str | None:
 
 def integer(meta: Mapping[str, Any], key: str, where: Where) -> int | None:
     """A single-valued integer key column (IS, US, UL): ints, whole floats, digit strings."""
-    value = meta.get(key)
-    if type(value) is int and _INT_MIN <= value <= _INT_MAX:
-        return value  # the common case, checked at once
     value = _single(meta, key, where)
     if value is None or value == "":
         return None
@@ -190,61 +184,20 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-# Numbers PostgreSQL's jsonb would give back in another form: negative zero
-# (jsonb has none) and floats written with an exponent (jsonb stores the
-# plain decimal, which reads back as an integer when it has no fraction).
-_JSONB_UNSTABLE = re.compile(rb"-0\.0[,\]}]|[0-9]e\+?[0-9]")
-
-
 def encode(document: Mapping[str, Any], where: Where) -> bytes:
-    """Canonical JSON (sorted keys), encoded once: stored as-is and hashed.
+    """Canonical JSON (sorted keys), encoded once and stored as-is.
 
-    Canonical also means stable through PostgreSQL's jsonb: what is stored
-    reads back as the same JSON on both backends, so metadata exported and
-    ingested again hashes the same.
+    Sorted keys make equal content equal text, which is how SQLite (JSON as
+    text) tells an unchanged row from a changed one on re-ingest.
     """
     try:
-        blob = orjson.dumps(document, default=_default, option=orjson.OPT_SORT_KEYS)
-        # Substring tests (memchr speed) spare the regex almost every document.
-        if not (b"-0.0" in blob or b"e+" in blob or b"e1" in blob) or (
-            _JSONB_UNSTABLE.search(blob) is None
-        ):
-            return blob
-        return orjson.dumps(_jsonb_stable(document), default=_default, option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps(document, default=_default, option=orjson.OPT_SORT_KEYS)
     except (orjson.JSONEncodeError, TypeError) as err:
         raise where.error(f"metadata is not JSON-serializable: {err}", "metadata") from err
 
 
-def _jsonb_stable(value: Any) -> Any:
-    """``value`` with -0.0 as 0.0 and whole floats of 1e16 and over as integers."""
-    if isinstance(value, float):
-        if value == 0.0:
-            return 0.0
-        # orjson reads integers past 64 bits back as floats, so those stay floats.
-        if math.isfinite(value) and value.is_integer() and 1e16 <= abs(value) < 2**63:
-            return int(value)
-        return value
-    if isinstance(value, Mapping):
-        return {k: _jsonb_stable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonb_stable(v) for v in value]
-    return value
-
-
-def digest(*parts: bytes) -> bytes:
-    """blake2b-128 over the parts: the content fingerprint of a row."""
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(part)
-        h.update(b"\x00")
-    return h.digest()
-
-
 def _without(meta: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    document = dict(meta)  # a C-level copy; then drop the few keys present
-    for key in keys:
-        document.pop(key, None)
-    return document
+    return {k: v for k, v in meta.items() if k not in keys}
 
 
 def study_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
@@ -261,8 +214,7 @@ def study_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
         "study_time": text(meta, "StudyTime", where),
         "accession_number": text(meta, "AccessionNumber", where),
         "study_description": text(meta, "StudyDescription", where),
-        "content_hash": digest(blob),
-        "metadata": orjson.Fragment(blob),
+        "metadata": blob.decode(),
     }
 
 
@@ -282,13 +234,70 @@ def series_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
         "series_description": text(meta, "SeriesDescription", where),
         "series_date": text(meta, "SeriesDate", where),
         "series_time": text(meta, "SeriesTime", where),
-        "content_hash": digest(blob),
-        "metadata": orjson.Fragment(blob),
+        "metadata": blob.decode(),
     }
 
 
+_INSTANCE_INTS = ("InstanceNumber", "NumberOfFrames", "Rows", "Columns")
+
+
+def _plain_uid(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= _UID_MAX and not _BAD_UID_CHAR.search(value)
+
+
+def _plain_int(value: Any) -> bool:
+    return value is None or (type(value) is int and _INT_MIN <= value <= _INT_MAX)
+
+
 def instance_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
-    """The ``instances`` row for one instance's metadata (with ``url``/``imageId``)."""
+    """The ``instances`` row for one instance's metadata (with ``url``/``imageId``).
+
+    The common case (plain ``str`` UIDs, ``int`` key columns) takes a fast
+    path; anything else goes through the full checks, which also name the
+    item, its UIDs and the field when the input is bad.
+    """
+    get = meta.get
+    study_uid, series_uid, sop_uid = (
+        get("StudyInstanceUID"),
+        get("SeriesInstanceUID"),
+        get("SOPInstanceUID"),
+    )
+    sop_class, url, image_id = get("SOPClassUID"), get("url"), get("imageId")
+    numbers = [get(key) for key in _INSTANCE_INTS]
+    if not (
+        _plain_uid(study_uid)
+        and _plain_uid(series_uid)
+        and _plain_uid(sop_uid)
+        and (sop_class is None or _plain_uid(sop_class))
+        and (url is None or type(url) is str)
+        and (image_id is None or type(image_id) is str)
+        and all(_plain_int(n) for n in numbers)
+    ):
+        return _checked_instance_row(meta, where)
+    if image_id == url:
+        image_id = None  # stored once: the imageId defaults to the url (see schema)
+    document = meta
+    if "url" in meta or "imageId" in meta:
+        document = dict(meta)
+        document.pop("url", None)
+        document.pop("imageId", None)
+    blob = encode(document, where)
+    return {
+        "study_uid": study_uid,
+        "series_uid": series_uid,
+        "sop_uid": sop_uid,
+        "sop_class_uid": sop_class,
+        "instance_number": numbers[0],
+        "number_of_frames": numbers[1],
+        "rows": numbers[2],
+        "columns": numbers[3],
+        "url": url,
+        "image_id": image_id,
+        "metadata": blob.decode(),
+    }
+
+
+def _checked_instance_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
     study_uid = check_uid(meta.get("StudyInstanceUID"), "StudyInstanceUID", where)
     where = Where(item=where.item, study_uid=study_uid)
     series_uid = check_uid(meta.get("SeriesInstanceUID"), "SeriesInstanceUID", where)
@@ -300,8 +309,8 @@ def instance_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
     for key, value in (("url", url), ("imageId", image_id)):
         if value is not None and not isinstance(value, str):
             raise where.error(f"{key} must be a string, not {type(value).__name__}", key)
-    if image_id is None:
-        image_id = url  # OHIF's DICOM JSON convention: the url is the imageId
+    if image_id == url:
+        image_id = None
     sop_class = meta.get("SOPClassUID")
     blob = encode(_without(meta, INSTANCE_EXTRAS), where)
     return {
@@ -313,10 +322,9 @@ def instance_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
         "number_of_frames": integer(meta, "NumberOfFrames", where),
         "rows": integer(meta, "Rows", where),
         "columns": integer(meta, "Columns", where),
-        "url": url,
-        "image_id": image_id,
-        "content_hash": digest(blob, (url or "").encode(), (image_id or "").encode()),
-        "metadata": orjson.Fragment(blob),
+        "url": None if url is None else str(url),
+        "image_id": None if image_id is None else str(image_id),
+        "metadata": blob.decode(),
     }
 
 

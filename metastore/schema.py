@@ -19,7 +19,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Table,
@@ -47,8 +46,6 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 Document = JSON().with_variant(JSONB(), "postgresql")
 # A UID is at most 64 characters (PS3.5 9.1).
 Uid = String(64)
-# blake2b-128 of the canonical JSON of a row's content, for re-ingest detection.
-Digest = LargeBinary(16)
 
 
 def _created() -> Column[object]:
@@ -86,7 +83,6 @@ studies = Table(
     Column("modalities_in_study", Text),
     Column("num_series", Integer, nullable=False, server_default="0"),
     Column("num_instances", BigInteger, nullable=False, server_default="0"),
-    Column("content_hash", Digest),
     Column("metadata", Document, nullable=False),
     _created(),
     _updated(),
@@ -108,7 +104,6 @@ series = Table(
     Column("series_date", Text),
     Column("series_time", Text),
     Column("num_instances", Integer, nullable=False, server_default="0"),
-    Column("content_hash", Digest),
     Column("metadata", Document, nullable=False),
     _created(),
     _updated(),
@@ -129,11 +124,13 @@ instances = Table(
     Column("rows", Integer),
     Column("columns", Integer),
     Column("url", Text),
+    # The imageId when it differs from the url; NULL means "the url is the
+    # imageId" (OHIF's DICOM JSON convention), which keeps rows and the
+    # index small in the common case.
     Column("image_id", Text),
     # 1 when inserted, +1 on every change: tells an insert from an update
     # in an upsert's RETURNING on both dialects.
     Column("version", Integer, nullable=False, server_default="1"),
-    Column("content_hash", Digest, nullable=False),
     Column("metadata", Document, nullable=False),
     _created(),
     _updated(),

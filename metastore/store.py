@@ -18,7 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from metastore import db, records
+from metastore import db, records, writer
+from metastore.displaysets import study_display_sets
 from metastore.errors import InvalidMetadata, StoreClosed
 from metastore.events import Event, EventType, read_changes, write_events
 from metastore.imageids import frame_image_ids, strip_frame
@@ -208,28 +209,12 @@ class MetaStore:
             return WriteResult()
         with self._writing("adding studies") as connection:
             self._source_id(connection, source)
-            existing = set(
-                connection.execute(
-                    sa.select(studies.c.study_uid).where(studies.c.study_uid.in_(list(rows)))
-                ).scalars()
-            )
-            statement = db.upsert(connection, studies)
-            changed = statement.excluded
-            statement = statement.on_conflict_do_update(
-                index_elements=[studies.c.study_uid],
-                set_={
-                    **{key: changed[key] for key in _STUDY_WRITABLE},
-                    "updated_at": sa.func.now(),
-                },
-                where=studies.c.content_hash.is_distinct_from(changed.content_hash),
-            ).returning(studies.c.study_uid)
-            written = connection.execute(statement, list(rows.values())).scalars().all()
+            existing = writer.lock_studies(connection, rows)
+            written = writer.upsert_studies(connection, [rows[uid] for uid in sorted(rows)])
             self._remember_sources(connection)
         inserted = sum(1 for uid in written if uid not in existing)
         return WriteResult(
-            inserted=inserted,
-            updated=len(written) - inserted,
-            unchanged=len(rows) - len(written),
+            inserted=inserted, updated=len(written) - inserted, unchanged=len(rows) - len(written)
         )
 
     def add_series_metadata(
@@ -258,43 +243,24 @@ class MetaStore:
         outbox_rows: list[dict[str, Any]] = []
         with self._writing("adding series metadata") as connection:
             source_id = self._source_id(connection, source)
-            self._check_series_homes(connection, source_id, by_study)
-            study_ids = self._ensure_studies(connection, first_meta)
+            states = writer.ensure_studies(connection, first_meta)
             for study_uid in sorted(by_study):
-                study_id = study_ids[study_uid]
-                rows = [
-                    {**_series_columns(row), "study_id": study_id, "source_id": source_id}
-                    for row in by_study[study_uid].values()
-                ]
-                statement = db.upsert(connection, series)
-                changed = statement.excluded
-                statement = statement.on_conflict_do_update(
-                    index_elements=[series.c.study_id, series.c.source_id, series.c.series_uid],
-                    set_={
-                        **{key: changed[key] for key in _SERIES_WRITABLE},
-                        "updated_at": sa.func.now(),
-                    },
-                    where=series.c.content_hash.is_distinct_from(changed.content_hash),
-                ).returning(series.c.series_uid)
-                existing = self._existing_series(connection, study_id, source_id, rows)
-                written = connection.execute(statement, rows).all()
-                n_new = sum(1 for row in written if row.series_uid not in existing)
-                inserted += n_new
-                updated += len(written) - n_new
+                rows = list(by_study[study_uid].values())
+                written, new = writer.upsert_series(connection, states[study_uid], source_id, rows)
+                writer.finish_study(connection, states[study_uid])
+                inserted += new
+                updated += len(written) - new
                 unchanged += len(rows) - len(written)
-                if written:
-                    self._update_study(connection, study_id, new_series=n_new, new_instances=0)
-                    self._refresh_modalities(connection, study_id)
-                    if not made_in_client:
-                        outbox_rows.append(
-                            _event_row(
-                                EventType.SERIES_ADDED,
-                                study_uid,
-                                None,
-                                source,
-                                {"SeriesInstanceUIDs": sorted(row.series_uid for row in written)},
-                            )
+                if written and not made_in_client:
+                    outbox_rows.append(
+                        _event_row(
+                            EventType.SERIES_ADDED,
+                            study_uid,
+                            None,
+                            source,
+                            {"SeriesInstanceUIDs": sorted(written)},
                         )
+                    )
             events = write_events(connection, outbox_rows)
             self._remember_sources(connection)
         self._notify(events)
@@ -316,68 +282,49 @@ class MetaStore:
         or when nothing changed. A changed instance is updated in place.
         Studies and series not yet indexed are created from the instances.
         """
-        grouped: dict[str, dict[str, dict[str, dict[str, Any]]]] = defaultdict(
-            lambda: defaultdict(dict)
-        )
+        grouped: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         first_meta: dict[tuple[str, str], Mapping[str, Any]] = {}
         for item, meta in enumerate(instance_list):
             records.check_mapping(meta, "instance", item)
             row = records.instance_row(meta, Where(item=item))
-            study_uid, series_uid = row["study_uid"], row["series_uid"]
-            grouped[study_uid][series_uid][row["sop_uid"]] = row  # last write wins
-            first_meta.setdefault((study_uid, series_uid), meta)
+            key = (row["study_uid"], row["series_uid"])
+            if key not in grouped:
+                grouped[key] = {}
+                first_meta[key] = meta
+            grouped[key][row["sop_uid"]] = row  # last write wins
         if not grouped:
             return WriteResult()
         inserted = updated = unchanged = 0
         outbox_rows: list[dict[str, Any]] = []
         with self._writing("adding instances") as connection:
             source_id = self._source_id(connection, source)
-            self._check_series_homes(connection, source_id, grouped)
-            study_ids = self._ensure_studies(
-                connection, {study: first_meta[(study, s)] for (study, s) in first_meta}
+            states = writer.ensure_studies(
+                connection, {study: first_meta[(study, s)] for study, s in reversed(first_meta)}
             )
-            for study_uid in sorted(grouped):
-                study_id = study_ids[study_uid]
-                series_ids, n_new_series = self._ensure_series(
-                    connection,
-                    study_id,
-                    source_id,
-                    {s: first_meta[(study_uid, s)] for s in grouped[study_uid]},
+            series_ids = writer.ensure_series(connection, source_id, states, first_meta)
+            for key in sorted(grouped):
+                study_uid, series_uid = key
+                by_sop = grouped[key]
+                series_id, empty = series_ids[key]
+                added, changed = writer.write_instances(
+                    connection, series_id, empty, by_sop.values()
                 )
-                study_new_instances = 0
-                for series_uid, by_sop in grouped[study_uid].items():
-                    added, changed = self._upsert_instances(
-                        connection, series_ids[series_uid], by_sop.values()
-                    )
-                    inserted += added
-                    updated += changed
-                    unchanged += len(by_sop) - added - changed
-                    study_new_instances += added
-                    if added:
-                        connection.execute(
-                            sa.update(series)
-                            .where(series.c.id == series_ids[series_uid])
-                            .values(num_instances=series.c.num_instances + added)
+                states[study_uid].new_instances += added
+                inserted += added
+                updated += changed
+                unchanged += len(by_sop) - added - changed
+                if (added or changed) and not made_in_client:
+                    outbox_rows.append(
+                        _event_row(
+                            EventType.INSTANCES_ADDED,
+                            study_uid,
+                            series_uid,
+                            source,
+                            {"added": added, "updated": changed},
                         )
-                    if (added or changed) and not made_in_client:
-                        outbox_rows.append(
-                            _event_row(
-                                EventType.INSTANCES_ADDED,
-                                study_uid,
-                                series_uid,
-                                source,
-                                {"added": added, "updated": changed},
-                            )
-                        )
-                if n_new_series or study_new_instances:
-                    self._update_study(
-                        connection,
-                        study_id,
-                        new_series=n_new_series,
-                        new_instances=study_new_instances,
                     )
-                if n_new_series:
-                    self._refresh_modalities(connection, study_id)
+            for study_uid in sorted(states):
+                writer.finish_study(connection, states[study_uid])
             events = write_events(connection, outbox_rows)
             self._remember_sources(connection)
         self._notify(events)
@@ -399,153 +346,10 @@ class MetaStore:
             if row is None:
                 return False
             payload = {"numSeries": row.num_series, "numInstances": row.num_instances}
-            events = write_events(
-                connection,
-                [_event_row(EventType.STUDY_DELETED, str(study_uid), None, None, payload)],
-            )
+            event = _event_row(EventType.STUDY_DELETED, str(study_uid), None, None, payload)
+            events = write_events(connection, [event])
         self._notify(events)
         return True
-
-    # -- write helpers (take a Connection, never commit) ---------------------
-
-    def _check_series_homes(
-        self, connection: Connection, source_id: int, grouped: Mapping[str, Iterable[str]]
-    ) -> None:
-        """Refuse a series UID that this source already holds under another study."""
-        home = {s: study for study, series_uids in grouped.items() for s in series_uids}
-        uids = list(home)
-        for start in range(0, len(uids), 500):
-            chunk = uids[start : start + 500]
-            query = (
-                sa.select(series.c.series_uid, studies.c.study_uid)
-                .join(studies, studies.c.id == series.c.study_id)
-                .where(series.c.source_id == source_id, series.c.series_uid.in_(chunk))
-            )
-            for series_uid, stored_study in connection.execute(query):
-                if stored_study != home[series_uid]:
-                    raise InvalidMetadata(
-                        f"series is already indexed under study {stored_study}; "
-                        "StudyInstanceUID differs from its series' study",
-                        field="StudyInstanceUID",
-                        study_uid=home[series_uid],
-                        series_uid=series_uid,
-                    )
-
-    def _ensure_studies(
-        self, connection: Connection, first_meta: Mapping[str, Mapping[str, Any]]
-    ) -> dict[str, int]:
-        """Ids of the studies, creating missing ones from their first item's metadata.
-
-        The study rows are locked (in UID order, so writers never deadlock)
-        until the transaction ends: writers of one study take turns, which
-        keeps counts and ModalitiesInStudy exact under concurrency.
-        """
-        rows = [
-            records.study_row(records.pick(meta, records.STUDY_KEYS), Where(study_uid=uid))
-            for uid, meta in sorted(first_meta.items())
-        ]
-        statement = db.upsert(connection, studies).on_conflict_do_nothing(
-            index_elements=[studies.c.study_uid]
-        )
-        connection.execute(statement, rows)
-        query = (
-            sa.select(studies.c.study_uid, studies.c.id)
-            .where(studies.c.study_uid.in_(sorted(first_meta)))
-            .order_by(studies.c.study_uid)
-            .with_for_update()
-        )
-        return {uid: id_ for uid, id_ in connection.execute(query)}
-
-    def _ensure_series(
-        self,
-        connection: Connection,
-        study_id: int,
-        source_id: int,
-        first_meta: Mapping[str, Mapping[str, Any]],
-    ) -> tuple[dict[str, int], int]:
-        """Ids of a study's series in a source, creating missing ones; and how many were new."""
-        rows = []
-        for series_uid, meta in first_meta.items():
-            row = records.series_row(
-                records.pick(meta, records.SERIES_KEYS), Where(series_uid=series_uid)
-            )
-            rows.append({**_series_columns(row), "study_id": study_id, "source_id": source_id})
-        statement = (
-            db.upsert(connection, series)
-            .on_conflict_do_nothing(
-                index_elements=[series.c.study_id, series.c.source_id, series.c.series_uid]
-            )
-            .returning(series.c.series_uid)
-        )
-        created = connection.execute(statement, rows).all()
-        query = sa.select(series.c.series_uid, series.c.id).where(
-            series.c.study_id == study_id,
-            series.c.source_id == source_id,
-            series.c.series_uid.in_(list(first_meta)),
-        )
-        return {uid: id_ for uid, id_ in connection.execute(query)}, len(created)
-
-    def _existing_series(
-        self, connection: Connection, study_id: int, source_id: int, rows: list[dict[str, Any]]
-    ) -> set[str]:
-        query = sa.select(series.c.series_uid).where(
-            series.c.study_id == study_id,
-            series.c.source_id == source_id,
-            series.c.series_uid.in_([row["series_uid"] for row in rows]),
-        )
-        return set(connection.execute(query).scalars())
-
-    def _upsert_instances(
-        self, connection: Connection, series_id: int, rows: Iterable[dict[str, Any]]
-    ) -> tuple[int, int]:
-        """Upsert one series' instances; returns (inserted, updated).
-
-        ``ON CONFLICT DO UPDATE ... WHERE content differs RETURNING version``:
-        unchanged rows are neither written nor returned, a fresh row has
-        version 1 and an updated one a higher version.
-        """
-        values = [{**_instance_columns(row), "series_id": series_id} for row in rows]
-        statement, parameters = db.bulk_insert(connection, instances, values)
-        changed = statement.excluded
-        statement = statement.on_conflict_do_update(
-            index_elements=[instances.c.series_id, instances.c.sop_uid],
-            set_={
-                **{key: changed[key] for key in _INSTANCE_WRITABLE},
-                "version": instances.c.version + 1,
-                "updated_at": sa.func.now(),
-            },
-            where=instances.c.content_hash != changed.content_hash,
-        ).returning(instances.c.version)
-        versions = connection.execute(statement, parameters).scalars().all()
-        added = sum(1 for version in versions if version == 1)
-        return added, len(versions) - added
-
-    def _update_study(
-        self, connection: Connection, study_id: int, *, new_series: int, new_instances: int
-    ) -> None:
-        connection.execute(
-            sa.update(studies)
-            .where(studies.c.id == study_id)
-            .values(
-                num_series=studies.c.num_series + new_series,
-                num_instances=studies.c.num_instances + new_instances,
-                updated_at=sa.func.now(),
-            )
-        )
-
-    def _refresh_modalities(self, connection: Connection, study_id: int) -> None:
-        """Recompute ModalitiesInStudy from the study's series rows (all sources)."""
-        query = (
-            sa.select(series.c.modality)
-            .where(series.c.study_id == study_id, series.c.modality.is_not(None))
-            .distinct()
-        )
-        modalities = sorted(connection.execute(query).scalars())
-        connection.execute(
-            sa.update(studies)
-            .where(studies.c.id == study_id)
-            .values(modalities_in_study="\\".join(modalities) or None)
-        )
 
     # -- reads ---------------------------------------------------------------
 
@@ -585,6 +389,18 @@ class MetaStore:
         result = _study_dict(study)
         result["seriesLists"] = [{"source": name, "series": items} for name, items in lists.items()]
         return result
+
+    def get_display_sets(
+        self, study_uid: str, *, source: str | None = None
+    ) -> list[dict[str, Any]] | None:
+        """What a viewer shows of the study: its display sets (``metastore.displaysets``).
+
+        Read with ``get_study`` (three queries whatever the size of the
+        study); None when the study is not indexed. ``source`` keeps the
+        series list of one source.
+        """
+        study = self.get_study(study_uid)
+        return None if study is None else study_display_sets(study, source=source)
 
     def get_series(
         self, study_uid: str, series_uid: str, *, source: str | None = None
@@ -676,7 +492,10 @@ class MetaStore:
             .order_by(sources.c.name, series.c.modality)
         )
         with self._reading("computing statistics") as connection:
-            return [dict(row) for row in connection.execute(query).mappings()]
+            # str(): column names come back as SQLAlchemy's quoted_name.
+            return [
+                {str(k): v for k, v in row.items()} for row in connection.execute(query).mappings()
+            ]
 
     # -- in-process listeners ------------------------------------------------
 
@@ -707,37 +526,6 @@ class MetaStore:
 
 # -- row shapes ---------------------------------------------------------------
 
-_STUDY_WRITABLE = (
-    "patient_id",
-    "patient_name",
-    "study_date",
-    "study_time",
-    "accession_number",
-    "study_description",
-    "content_hash",
-    "metadata",
-)
-_SERIES_WRITABLE = (
-    "modality",
-    "series_number",
-    "series_description",
-    "series_date",
-    "series_time",
-    "content_hash",
-    "metadata",
-)
-_INSTANCE_WRITABLE = (
-    "sop_class_uid",
-    "instance_number",
-    "number_of_frames",
-    "rows",
-    "columns",
-    "url",
-    "image_id",
-    "content_hash",
-    "metadata",
-)
-
 _SERIES_QUERY = (
     sa.select(*series.c, sources.c.name.label("source"))
     .join(sources, sources.c.id == series.c.source_id)
@@ -760,14 +548,6 @@ _INSTANCE_QUERY = sa.select(
     instances.c.instance_number,
     instances.c.sop_uid,
 )
-
-
-def _series_columns(row: Mapping[Any, Any]) -> dict[str, Any]:
-    return {key: row[key] for key in ("series_uid", *_SERIES_WRITABLE)}
-
-
-def _instance_columns(row: Mapping[Any, Any]) -> dict[str, Any]:
-    return {key: row[key] for key in ("sop_uid", *_INSTANCE_WRITABLE)}
 
 
 def _event_row(
@@ -817,13 +597,14 @@ def _instance_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
     result = dict(row["metadata"])
     if row["url"] is not None:
         result["url"] = row["url"]
-    if row["image_id"] is not None:
-        result["imageId"] = row["image_id"]
-    frames = row["number_of_frames"]
-    base = row["image_id"] or row["url"]
-    if frames is not None and frames > 1 and base is not None:
-        # A multi-frame instance: one imageId per frame (1-based, see imageids).
-        result["imageIds"] = frame_image_ids(base, frames)
+    # OHIF's DICOM JSON convention: without an imageId of its own, the url is it.
+    image_id = row["image_id"] or row["url"]
+    if image_id is not None:
+        result["imageId"] = image_id
+        frames = row["number_of_frames"]
+        if frames is not None and frames > 1:
+            # A multi-frame instance: one imageId per frame (1-based, see imageids).
+            result["imageIds"] = frame_image_ids(image_id, frames)
     return result
 
 

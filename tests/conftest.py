@@ -10,12 +10,16 @@ auth). Where it cannot be reached the PostgreSQL cases skip, except with
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+# The DICOMweb servers (a real Orthanc, the static tree), shared by every test module.
+from servers import orthanc, static_tree  # noqa: F401  (fixtures)
 
 from metastore import MetaStore, db
 
@@ -86,6 +90,16 @@ def postgres() -> Iterator[_Postgres]:
     server.close()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database file at head, migrated once and copied per test."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = db.create_engine(f"sqlite:///{path}")
+    db.upgrade(engine)
+    engine.dispose()  # the last connection to close checkpoints the WAL into the file
+    return path
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """The name of the database backend under test."""
@@ -96,7 +110,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """The URL of a fresh database at the head revision."""
     if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'metastore.db'}"
+        path = tmp_path / "metastore.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
     server: _Postgres = request.getfixturevalue("postgres")
     return server.migrated_clone()
 

@@ -75,19 +75,22 @@ def write_launch(path: Path, studies: list[dict[str, Any]]) -> Path:
 
 
 def table_rows(store: MetaStore) -> dict[str, list[tuple[Any, ...]]]:
-    """The index's rows by content (no ids, times or source), for comparing two databases."""
+    """The index's rows by content (no ids, times or source), for comparing two databases.
+
+    ``metadata`` compares as JSON values (jsonb on PostgreSQL, text on SQLite).
+    """
     with store.engine.connect() as connection:
         study_rows = connection.execute(
             sa.text(
                 "SELECT study_uid, patient_id, patient_name, study_date, study_time,"
                 " accession_number, study_description, modalities_in_study, num_series,"
-                " num_instances, content_hash FROM studies ORDER BY study_uid"
+                " num_instances, metadata FROM studies ORDER BY study_uid"
             )
         ).all()
         series_rows = connection.execute(
             sa.text(
                 "SELECT st.study_uid, se.series_uid, se.modality, se.series_number,"
-                " se.series_description, se.num_instances, se.content_hash"
+                " se.series_description, se.num_instances, se.metadata"
                 " FROM series se JOIN studies st ON st.id = se.study_id"
                 " ORDER BY st.study_uid, se.series_uid"
             )
@@ -96,7 +99,7 @@ def table_rows(store: MetaStore) -> dict[str, list[tuple[Any, ...]]]:
             sa.text(
                 "SELECT se.series_uid, i.sop_uid, i.sop_class_uid, i.instance_number,"
                 " i.number_of_frames, i.rows, i.columns, i.url, i.image_id, i.version,"
-                " i.content_hash FROM instances i JOIN series se ON se.id = i.series_id"
+                " i.metadata FROM instances i JOIN series se ON se.id = i.series_id"
                 " ORDER BY se.series_uid, i.sop_uid"
             )
         ).all()

@@ -128,18 +128,21 @@ def _pydicom_json(path: Path) -> dict[str, Any] | None:
     return result
 
 
-@pytest.mark.parametrize("path", _PYDICOM_FILES, ids=_file_id)
+# Files pydicom cannot read offline, or not as JSON (deflated without zlib
+# support, fragments, non-DICOM helpers) are left out here and counted below.
+_CONVERTIBLE = [path for path in _PYDICOM_FILES if _pydicom_json(path) is not None]
+
+
+@pytest.mark.parametrize("path", _CONVERTIBLE, ids=_file_id)
 def test_round_trip_pydicom_test_file(path: Path) -> None:
     dataset = _pydicom_json(path)
-    if dataset is None:
-        pytest.skip("pydicom cannot read this file as DICOM, or not as JSON")
+    assert dataset is not None
     _assert_round_trip(dataset)
 
 
 def test_most_pydicom_test_files_convert() -> None:
-    converted = [path for path in _PYDICOM_FILES if _pydicom_json(path) is not None]
-    assert len(converted) >= 100
-    assert len(converted) >= 0.8 * len(_PYDICOM_FILES)
+    assert len(_CONVERTIBLE) >= 100
+    assert len(_CONVERTIBLE) >= 0.8 * len(_PYDICOM_FILES)
 
 
 # -- 2. the bundled static DICOMweb tree ------------------------------------------

@@ -44,7 +44,12 @@ class SourceConfig:
 
 @runtime_checkable
 class Source(Protocol):
-    """A backend the index is filled from."""
+    """A backend the index is filled from.
+
+    A source whose methods may be called from two threads at once can set
+    a class attribute ``thread_safe = True``: workers then fetch the next
+    series while they write the current one.
+    """
 
     config: SourceConfig
 

@@ -83,7 +83,6 @@ def upgrade() -> None:
         sa.Column("modalities_in_study", sa.Text(), nullable=True),
         sa.Column("num_series", sa.Integer(), server_default="0", nullable=False),
         sa.Column("num_instances", sa.BigInteger(), server_default="0", nullable=False),
-        sa.Column("content_hash", sa.LargeBinary(length=16), nullable=True),
         sa.Column(
             "metadata",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
@@ -156,7 +155,6 @@ def upgrade() -> None:
         sa.Column("series_date", sa.Text(), nullable=True),
         sa.Column("series_time", sa.Text(), nullable=True),
         sa.Column("num_instances", sa.Integer(), server_default="0", nullable=False),
-        sa.Column("content_hash", sa.LargeBinary(length=16), nullable=True),
         sa.Column(
             "metadata",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
@@ -207,7 +205,6 @@ def upgrade() -> None:
         sa.Column("url", sa.Text(), nullable=True),
         sa.Column("image_id", sa.Text(), nullable=True),
         sa.Column("version", sa.Integer(), server_default="1", nullable=False),
-        sa.Column("content_hash", sa.LargeBinary(length=16), nullable=False),
         sa.Column(
             "metadata",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),

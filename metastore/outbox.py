@@ -1,0 +1,225 @@
+"""The outbox: event types, event rows, writing them and reading them in order.
+
+Writers put one ``outbox`` row per event in the same transaction as the
+change it announces (``write_events``); readers page through the outbox by
+sequence number (``read_changes``). Durable consumers build on this in
+``metastore.events``.
+
+Why a reader never skips an event
+---------------------------------
+A reader that remembers "the highest sequence number seen" skips an event
+when a lower number becomes visible after a higher one: PostgreSQL takes
+``nextval`` at insert time but makes the row visible at commit, and two
+writers can commit in the other order. Filtering rows by the writers'
+transaction ids (``txid < pg_snapshot_xmin(pg_current_snapshot())``) does
+not close the gap on its own: a transaction gets its id at its *first*
+write (the study rows), long before it takes a sequence number, so writer A
+(xid 100) can take seq 51 after writer B (xid 101) took seq 50; once A
+commits, row 51 passes the filter while row 50 is still invisible.
+
+So on PostgreSQL ``write_events`` takes a transaction-level advisory lock
+before it inserts: from the moment a transaction takes outbox sequence
+numbers until it ends, no other transaction can take any. PostgreSQL makes
+a commit visible before it releases the transaction's locks (``xact.c``:
+``ProcArrayEndTransaction`` "must be done before releasing locks"), so the
+next writer's numbers are taken after the previous writer is visible:
+sequence order is commit order, and at any moment at most one transaction
+holds numbers that are not yet visible, all of them higher than every
+visible one. A reader that sees ``seq = n`` has seen, or will never see,
+everything below ``n``. The lock is held from the outbox insert (the last
+statement of every write) to the commit: only commit itself is serialized,
+never the work of a write.
+
+SQLite needs nothing more: a write transaction starts with ``BEGIN
+IMMEDIATE`` and holds the database's single write lock until it ends, so
+only one transaction at a time can take sequence numbers (``AUTOINCREMENT``,
+which never reuses a number, even after a prune), and it commits before the
+next writer can start. A WAL reader sees a prefix of the commit order.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from metastore.errors import ConfigurationError
+from metastore.schema import outbox
+
+
+class EventType(enum.StrEnum):
+    """What an outbox row announces (after OHIF's ``DicomMetadataStore`` events)."""
+
+    SERIES_ADDED = "SERIES_ADDED"
+    INSTANCES_ADDED = "INSTANCES_ADDED"
+    STUDY_DELETED = "STUDY_DELETED"
+
+
+#: The event names, as ``EVENTS.SERIES_ADDED`` etc. (OHIF spells it so).
+EVENTS = EventType
+
+#: A consumer's handler: called once per event; raising means "not handled".
+Handler = Callable[["Event"], None]
+
+#: The channel ``write_events`` notifies on PostgreSQL.
+NOTIFY_CHANNEL = "metastore_outbox"
+
+# Held (transaction-level) by the one transaction that may take outbox
+# sequence numbers; see the module docstring. "outb" in ASCII.
+_OUTBOX_LOCK_KEY = 0x6F757462
+
+
+def as_utc(value: datetime) -> datetime:
+    """A time read from the database, with its offset (SQLite keeps UTC without one)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """One row of the change feed."""
+
+    seq: int
+    type: EventType
+    study_uid: str
+    series_uid: str | None
+    source: str | None
+    payload: Mapping[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Event:
+        """An event from an ``outbox`` row (a mapping keyed by column)."""
+        return cls(
+            seq=row["seq"],
+            type=EventType(row["event_type"]),
+            study_uid=row["study_uid"],
+            series_uid=row["series_uid"],
+            source=row["source"],
+            payload=row["payload"],
+            created_at=as_utc(row["created_at"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as plain JSON-ready data."""
+        return {
+            "seq": self.seq,
+            "type": str(self.type),
+            "study_uid": self.study_uid,
+            "series_uid": self.series_uid,
+            "source": self.source,
+            "payload": dict(self.payload),
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def parse_types(spec: str | Iterable[str] | None) -> frozenset[EventType] | None:
+    """Event types from ``"SERIES_ADDED,INSTANCES_ADDED"`` or a list; None means all."""
+    if spec is None:
+        return None
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    chosen: set[EventType] = set()
+    for name in (n.strip() for n in names):
+        if not name:
+            continue
+        try:
+            chosen.add(EventType(name.upper()))
+        except ValueError:
+            known = ", ".join(EventType)
+            raise ConfigurationError(f"unknown event type {name!r} (known: {known})") from None
+    return frozenset(chosen) or None
+
+
+# -- writing and reading the outbox ------------------------------------------
+
+_COLUMNS = (
+    outbox.c.seq,
+    outbox.c.event_type,
+    outbox.c.study_uid,
+    outbox.c.series_uid,
+    outbox.c.source,
+    outbox.c.payload,
+    outbox.c.created_at,
+)
+
+
+def write_events(connection: Connection, rows: list[dict[str, Any]]) -> list[Event]:
+    """Insert outbox rows (keys: event_type, study_uid, series_uid, source, payload).
+
+    The caller owns the transaction: the events commit with the change.
+    Make this the last statement of the transaction: on PostgreSQL it takes
+    the outbox lock, which every other event writer waits for until this
+    transaction ends (see the module docstring), and queues a ``NOTIFY``
+    that wakes consumers when it commits. Each row records its transaction
+    id, for diagnosis.
+    """
+    if not rows:
+        return []
+    statement = sa.insert(outbox)
+    if connection.dialect.name == "postgresql":
+        _take_outbox_lock_and_notify(connection)
+        statement = statement.values(txid=sa.text("pg_current_xact_id()::text::bigint"))
+    result = connection.execute(statement.returning(*_COLUMNS, sort_by_parameter_order=True), rows)
+    return [Event.from_row(row) for row in result.mappings()]
+
+
+def _take_outbox_lock_and_notify(connection: Connection) -> None:
+    """PostgreSQL: serialize outbox writers until commit; wake listeners at commit.
+
+    ``pg_advisory_xact_lock`` is released when the transaction ends, after
+    its commit is visible. ``pg_notify`` is delivered at commit, never on
+    rollback, and PostgreSQL folds a transaction's identical notifications
+    into one.
+    """
+    connection.execute(
+        sa.text("SELECT pg_advisory_xact_lock(:key), pg_notify(:channel, '')"),
+        {"key": _OUTBOX_LOCK_KEY, "channel": NOTIFY_CHANNEL},
+    )
+
+
+def read_changes(
+    connection: Connection,
+    after: int = 0,
+    limit: int = 1000,
+    *,
+    types: Collection[EventType] | None = None,
+    until: int | None = None,
+) -> list[Event]:
+    """Events with a sequence number above ``after``, in order, at most ``limit``.
+
+    Never skips: what it returns is final below its last sequence number
+    (see the module docstring). ``types`` keeps only those event types;
+    ``until`` stops at that sequence number.
+    """
+    query = sa.select(*_COLUMNS).where(outbox.c.seq > after).order_by(outbox.c.seq).limit(limit)
+    if types:
+        query = query.where(outbox.c.event_type.in_(sorted(str(t) for t in types)))
+    if until is not None:
+        query = query.where(outbox.c.seq <= until)
+    return [Event.from_row(row) for row in connection.execute(query).mappings()]
+
+
+def head(connection: Connection) -> int | None:
+    """The highest sequence number in the outbox, or None when it is empty."""
+    highest: int | None = connection.execute(sa.select(sa.func.max(outbox.c.seq))).scalar()
+    return highest
+
+
+def read_batch(
+    connection: Connection, after: int, types: Collection[EventType] | None, limit: int
+) -> tuple[list[Event], int]:
+    """The next events after ``after``, and how far the reader has then read.
+
+    The head is read first and the events below it second, so that with a
+    type filter the reader can move past events it does not want without
+    passing one that committed in between.
+    """
+    highest = head(connection)
+    if highest is None or highest <= after:
+        return [], after
+    batch = read_changes(connection, after, limit, types=types, until=highest)
+    return batch, highest if len(batch) < limit else batch[-1].seq

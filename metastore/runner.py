@@ -1,0 +1,314 @@
+"""Running workers: one ingest from search to drained queue, worker processes, a served worker.
+
+:func:`ingest_source` is what ``metastore ingest dicomweb`` calls: register
+the source, search it, queue one job per study, and drain the queue with N
+workers (:mod:`metastore.ingest`), N > 1 being processes. The processes are
+started before the search, so their start-up overlaps it, and wait for the
+queue to be filled. Secrets reach them as arguments over a pipe, never
+through the environment or the database.
+
+:func:`serve` runs one worker in this process until a signal (``metastore
+worker``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue as queue_module
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from threading import Event as StopFlag
+from typing import Any
+
+from metastore.errors import ConfigurationError
+from metastore.ingest import JobQueue, ProgressCallback, Worker, WorkerStats
+from metastore.sources import Source, SourceConfig, open_source
+from metastore.store import MetaStore
+
+log = logging.getLogger(__name__)
+
+_START_TIMEOUT = 600.0  # seconds a worker process waits for its queue to be filled
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestSummary:
+    """The outcome of an ingest run: what was queued and what the workers did."""
+
+    source: str
+    queued: int
+    jobs: Mapping[str, int]
+    studies: int
+    series: int
+    instances: int
+    retries: int
+    failures: int
+    errors: tuple[str, ...]
+    elapsed: float
+
+    def describe(self) -> str:
+        """One line for people."""
+        rate = self.instances / self.elapsed if self.elapsed > 0 else 0.0
+        states = ", ".join(f"{n} {state}" for state, n in self.jobs.items() if n)
+        return (
+            f"{self.source}: {self.queued} studies queued; {self.studies} studies, "
+            f"{self.series} series, {self.instances} instances pulled in {self.elapsed:.1f}s "
+            f"({rate:,.0f} instances/s); {self.retries} retries, {self.failures} failed; "
+            f"jobs: {states or 'none'}"
+        )
+
+
+def enqueue_studies(
+    store: MetaStore,
+    source: Source,
+    *,
+    query: Mapping[str, Any] | None = None,
+    study_uids: Iterable[str] = (),
+    max_attempts: int = 5,
+) -> int:
+    """Search the source and queue one job per study found; returns how many were queued.
+
+    ``study_uids`` narrows the search to those studies (a UID list query);
+    the study's search row rides in the job's params, so the worker stores
+    the study-level attributes without asking again.
+    """
+    search = dict(query or {})
+    uids = list(study_uids)
+    if uids:
+        search["StudyInstanceUID"] = uids
+    units: dict[str, Mapping[str, Any]] = {}
+    for row in source.search_studies(search):
+        uid = row.get("StudyInstanceUID")
+        if isinstance(uid, str) and uid:
+            units[uid] = {"study": row}
+    missing = sorted(set(uids) - set(units))
+    if missing:
+        log.warning("%s: not found: %s", source.config.name, ", ".join(missing))
+    return JobQueue(store).enqueue(source.config.name, units.items(), max_attempts=max_attempts)
+
+
+class WorkerPool:
+    """``size`` worker processes that start at once and work once ``go()`` is called.
+
+    Use as a context manager; leaving it without ``go()`` (an error while
+    queueing) stops the processes without work.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        size: int,
+        *,
+        source: str | None = None,
+        secrets: Mapping[str, Mapping[str, str]] | None = None,
+        lease: float = 60.0,
+        poll: float = 0.2,
+    ) -> None:
+        if size < 1:
+            raise ConfigurationError("workers must be at least 1")
+        context = multiprocessing.get_context("spawn")
+        self._messages: Any = context.Queue()
+        self._go = context.Event()
+        self._cancelled = context.Event()
+        level = logging.getLogger("metastore").getEffectiveLevel()
+        options = {"source": source, "secrets": dict(secrets or {}), "lease": lease, "poll": poll}
+        self._processes = [
+            context.Process(
+                target=_worker_process,
+                args=(url, options, level, self._messages, self._go, self._cancelled),
+                name=f"metastore-worker-{i}",
+            )
+            for i in range(size)
+        ]
+        for process in self._processes:
+            process.start()
+
+    def go(self) -> None:
+        """Let the workers start on the queue."""
+        self._go.set()
+
+    def join(self, on_progress: ProgressCallback | None = None) -> WorkerStats:
+        """Wait for every worker to drain the queue; their stats, added up."""
+        total = WorkerStats()
+        finished = 0
+        while finished < len(self._processes):
+            try:
+                kind, value = self._messages.get(timeout=0.5)
+            except queue_module.Empty:
+                if not any(p.is_alive() for p in self._processes) and self._messages.empty():
+                    break  # a worker died without reporting: what it held, its lease frees
+                continue
+            if kind == "stats":
+                finished += 1
+                for key, amount in value.items():
+                    if key == "errors":
+                        total.errors.extend(amount)
+                    else:
+                        setattr(total, key, getattr(total, key) + amount)
+            elif on_progress is not None:
+                on_progress(kind, value)
+        for process in self._processes:
+            process.join(timeout=30)
+        return total
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._go.is_set():
+            self._cancelled.set()
+            self._go.set()
+        for process in self._processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
+
+
+def _worker_process(
+    url: str,
+    options: dict[str, Any],
+    level: int,
+    messages: Any,
+    go: Any,
+    cancelled: Any,
+) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stats = WorkerStats()
+    try:
+        with MetaStore(url, migrate=False) as store:
+            worker = Worker(store, on_progress=lambda kind, n: messages.put((kind, n)), **options)
+            if go.wait(_START_TIMEOUT) and not cancelled.is_set():
+                stats = worker.run(once=True)
+    finally:
+        messages.put(("stats", vars(stats)))
+
+
+def drain(
+    url: str,
+    *,
+    workers: int = 1,
+    source: str | None = None,
+    secrets: Mapping[str, Mapping[str, str]] | None = None,
+    lease: float = 60.0,
+    poll: float = 0.2,
+    on_progress: ProgressCallback | None = None,
+) -> WorkerStats:
+    """Run ``workers`` workers (processes when more than one) until the queue is drained."""
+    if workers == 1:
+        with MetaStore(url) as store:
+            worker = Worker(
+                store,
+                source=source,
+                secrets=secrets,
+                lease=lease,
+                poll=poll,
+                on_progress=on_progress,
+            )
+            return worker.run(once=True)
+    with WorkerPool(url, workers, source=source, secrets=secrets, lease=lease, poll=poll) as pool:
+        pool.go()
+        return pool.join(on_progress)
+
+
+def ingest_source(
+    url: str,
+    config: SourceConfig,
+    *,
+    query: Mapping[str, Any] | None = None,
+    study_uids: Iterable[str] = (),
+    workers: int = 1,
+    lease: float = 60.0,
+    max_attempts: int = 5,
+    on_progress: ProgressCallback | None = None,
+    on_queued: Callable[[int], None] | None = None,
+) -> IngestSummary:
+    """Register the source, queue one job per matching study, and drain the queue.
+
+    The source's kind, root and settings are kept in the ``sources`` table;
+    its headers (credentials) are handed to the workers only.
+    """
+    if workers < 1:
+        raise ConfigurationError("workers must be at least 1")
+    started = time.monotonic()
+    secrets = {config.name: config.headers}
+    with MetaStore(url) as store:
+        store.register_source(
+            config.name, config.kind, root_url=config.root, settings=dict(config.settings)
+        )
+        pool = (
+            WorkerPool(url, workers, source=config.name, secrets=secrets, lease=lease)
+            if workers > 1
+            else None
+        )
+        try:
+            opened = open_source(config)
+            try:
+                queued = enqueue_studies(
+                    store, opened, query=query, study_uids=study_uids, max_attempts=max_attempts
+                )
+            finally:
+                opened.close()
+            if on_queued is not None:
+                on_queued(queued)
+            if pool is None:
+                stats = drain(
+                    url, source=config.name, secrets=secrets, lease=lease, on_progress=on_progress
+                )
+            else:
+                pool.go()
+                stats = pool.join(on_progress)
+        finally:
+            if pool is not None:
+                pool.__exit__(None, None, None)
+        counts = JobQueue(store).counts(config.name)
+    return IngestSummary(
+        source=config.name,
+        queued=queued,
+        jobs=counts,
+        studies=stats.studies,
+        series=stats.series,
+        instances=stats.instances,
+        retries=stats.retries,
+        failures=stats.failures,
+        errors=tuple(stats.errors),
+        elapsed=time.monotonic() - started,
+    )
+
+
+def reporter(progress: Any) -> ProgressCallback:
+    """A progress callback that advances a ``metastore.progress.Progress`` (studies as its unit)."""
+
+    def report(kind: str, amount: int) -> None:
+        if kind == "studies":
+            progress.update(amount)
+        else:
+            progress.update(0, **{kind: amount})
+
+    return report
+
+
+def serve(
+    store: MetaStore,
+    *,
+    source: str | None = None,
+    secrets: Mapping[str, Mapping[str, str]] | None = None,
+    lease: float = 60.0,
+    poll: float = 2.0,
+    once: bool = False,
+) -> WorkerStats:
+    """Run one worker in this process until SIGTERM/SIGINT (or, with ``once``, the queue drains).
+
+    A signal stops the worker once its current job is done.
+    """
+    stop = StopFlag()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    try:
+        worker = Worker(store, source=source, secrets=secrets, lease=lease, poll=poll)
+        return worker.run(once=once, stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,307 @@
+"""Set-based writes of the index, inside a transaction the caller owns.
+
+Every function takes a ``Connection`` and never commits: ``MetaStore``'s
+public methods open the transaction, call these, write the outbox rows and
+commit once, so rows, counts and events land together or not at all.
+
+Concurrency: the study rows a call touches are locked first (``SELECT ...
+FOR UPDATE`` in UID order on PostgreSQL; SQLite has one writer at a time),
+so writers of one study take turns and its counts and ModalitiesInStudy
+stay exact; writers of different studies do not wait for each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from metastore import db, records
+from metastore.errors import InvalidMetadata
+from metastore.records import Where
+from metastore.schema import instances, series, studies
+
+STUDY_COLUMNS = (
+    "study_uid",
+    "patient_id",
+    "patient_name",
+    "study_date",
+    "study_time",
+    "accession_number",
+    "study_description",
+    "metadata",
+)
+SERIES_COLUMNS = (
+    "study_id",
+    "source_id",
+    "series_uid",
+    "modality",
+    "series_number",
+    "series_description",
+    "series_date",
+    "series_time",
+    "metadata",
+)
+INSTANCE_COLUMNS = (
+    "series_id",
+    "sop_uid",
+    "sop_class_uid",
+    "instance_number",
+    "number_of_frames",
+    "rows",
+    "columns",
+    "url",
+    "image_id",
+    "metadata",
+)
+_TOUCH = {"updated_at": "CURRENT_TIMESTAMP"}
+# version: 1 on insert, +1 on each change; RETURNING it tells the two apart.
+_INSTANCE_TOUCH = {**_TOUCH, "version": "instances.version + 1"}
+_IN_CHUNK = 500  # UIDs per IN (...) list
+
+
+@dataclass(kw_only=True)
+class StudyState:
+    """A locked study row's id and the counts this transaction adds to it."""
+
+    id: int
+    modalities: set[str]
+    new_series: int = 0
+    new_instances: int = 0
+    recount_modalities: bool = False
+    _original: frozenset[str] = field(default_factory=frozenset)
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
+
+
+def lock_studies(connection: Connection, uids: Iterable[str]) -> dict[str, StudyState]:
+    """Lock the existing study rows among ``uids`` (in UID order) and return their state."""
+    found: dict[str, StudyState] = {}
+    for chunk in _chunks(sorted(set(uids))):
+        query = (
+            sa.select(studies.c.study_uid, studies.c.id, studies.c.modalities_in_study)
+            .where(studies.c.study_uid.in_(chunk))
+            .order_by(studies.c.study_uid)
+            .with_for_update()
+        )
+        for uid, id_, modalities in connection.execute(query):
+            present = set(modalities.split("\\")) if modalities else set()
+            found[uid] = StudyState(id=id_, modalities=present, _original=frozenset(present))
+    return found
+
+
+def ensure_studies(
+    connection: Connection, first_meta: Mapping[str, Mapping[str, Any]]
+) -> dict[str, StudyState]:
+    """Lock the studies, creating missing ones from the study-level keys of their first item."""
+    states = lock_studies(connection, first_meta)
+    missing = [uid for uid in sorted(first_meta) if uid not in states]
+    if missing:
+        rows = [
+            records.study_row(
+                records.pick(first_meta[uid], records.STUDY_KEYS), Where(study_uid=uid)
+            )
+            for uid in missing
+        ]
+        db.upsert_many(
+            connection,
+            studies,
+            [[row[c] for c in STUDY_COLUMNS] for row in rows],
+            columns=STUDY_COLUMNS,
+            conflict=("study_uid",),
+            returning=("id",),
+            update=False,
+        )
+        states.update(lock_studies(connection, missing))
+    return states
+
+
+def upsert_studies(connection: Connection, rows: list[dict[str, Any]]) -> list[str]:
+    """Insert or update study-level rows; returns the UIDs written (unchanged ones are not)."""
+    written = db.upsert_many(
+        connection,
+        studies,
+        [[row[c] for c in STUDY_COLUMNS] for row in rows],
+        columns=STUDY_COLUMNS,
+        conflict=("study_uid",),
+        returning=("study_uid",),
+        touch=_TOUCH,
+    )
+    return [uid for (uid,) in written]
+
+
+def existing_series(
+    connection: Connection, source_id: int, wanted: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(id, instance count) of the (study, series) pairs this source already holds.
+
+    Refuses a series UID the source holds under another study: a
+    SeriesInstanceUID belongs to one study (PS3.3 C.7.3.1), so the input's
+    StudyInstanceUID contradicts the index.
+    """
+    home = {series_uid: study_uid for study_uid, series_uid in wanted}
+    found: dict[tuple[str, str], tuple[int, int]] = {}
+    for chunk in _chunks(list(home)):
+        query = (
+            sa.select(series.c.series_uid, series.c.id, series.c.num_instances, studies.c.study_uid)
+            .join(studies, studies.c.id == series.c.study_id)
+            .where(series.c.source_id == source_id, series.c.series_uid.in_(chunk))
+        )
+        for series_uid, id_, count, stored_study in connection.execute(query):
+            if stored_study != home[series_uid]:
+                raise InvalidMetadata(
+                    f"series is already indexed under study {stored_study}; "
+                    "StudyInstanceUID differs from its series' study",
+                    field="StudyInstanceUID",
+                    study_uid=home[series_uid],
+                    series_uid=series_uid,
+                )
+            found[(stored_study, series_uid)] = (id_, count)
+    return found
+
+
+def ensure_series(
+    connection: Connection,
+    source_id: int,
+    states: Mapping[str, StudyState],
+    first_meta: Mapping[tuple[str, str], Mapping[str, Any]],
+) -> dict[tuple[str, str], tuple[int, bool]]:
+    """(id, empty) of each series, creating missing ones from their first instance's series keys.
+
+    ``empty`` says the series holds no instance yet: with its study locked,
+    nothing else can add one before this transaction ends, so its instances
+    can be bulk-inserted without conflict checks.
+    """
+    ids = {
+        key: (id_, count == 0)
+        for key, (id_, count) in existing_series(connection, source_id, first_meta).items()
+    }
+    missing = [key for key in first_meta if key not in ids]
+    if not missing:
+        return ids
+    rows = []
+    for study_uid, series_uid in missing:
+        meta = records.pick(first_meta[(study_uid, series_uid)], records.SERIES_KEYS)
+        row = records.series_row(meta, Where(study_uid=study_uid, series_uid=series_uid))
+        rows.append({**row, "study_id": states[study_uid].id, "source_id": source_id})
+    created = db.upsert_many(
+        connection,
+        series,
+        [[row[c] for c in SERIES_COLUMNS] for row in rows],
+        columns=SERIES_COLUMNS,
+        conflict=("study_id", "source_id", "series_uid"),
+        returning=("series_uid", "id"),
+        update=False,
+    )
+    by_uid = {row["series_uid"]: row for row in rows}
+    for series_uid, id_ in created:
+        row = by_uid[series_uid]
+        ids[(row["study_uid"], series_uid)] = (id_, True)
+        state = states[row["study_uid"]]
+        state.new_series += 1
+        if row["modality"]:
+            state.modalities.add(row["modality"])
+    return ids
+
+
+def upsert_series(
+    connection: Connection, state: StudyState, source_id: int, rows: list[dict[str, Any]]
+) -> tuple[list[str], int]:
+    """Insert or update a study's series summaries; returns (UIDs written, how many were new)."""
+    before = existing_series(
+        connection, source_id, [(r["study_uid"], r["series_uid"]) for r in rows]
+    )
+    written = db.upsert_many(
+        connection,
+        series,
+        [
+            [{**row, "study_id": state.id, "source_id": source_id}[c] for c in SERIES_COLUMNS]
+            for row in rows
+        ],
+        columns=SERIES_COLUMNS,
+        conflict=("study_id", "source_id", "series_uid"),
+        returning=("series_uid",),
+        touch=_TOUCH,
+    )
+    uids = [uid for (uid,) in written]
+    study_uid = rows[0]["study_uid"]
+    new = sum(1 for uid in uids if (study_uid, uid) not in before)
+    state.new_series += new
+    if uids:
+        # A summary may change a series' modality: recount rather than add.
+        state.recount_modalities = True
+    return uids, new
+
+
+def write_instances(
+    connection: Connection, series_id: int, empty: bool, rows: Iterable[dict[str, Any]]
+) -> tuple[int, int]:
+    """Write one series' instances; returns (inserted, updated).
+
+    Into an empty series (see ``ensure_series``) the rows are bulk-inserted;
+    otherwise they are upserted, and unchanged rows are not written.
+    """
+    values = [
+        (
+            series_id,
+            row["sop_uid"],
+            row["sop_class_uid"],
+            row["instance_number"],
+            row["number_of_frames"],
+            row["rows"],
+            row["columns"],
+            row["url"],
+            row["image_id"],
+            row["metadata"],
+        )
+        for row in rows
+    ]
+    if empty:
+        db.insert_many(connection, instances, values, columns=INSTANCE_COLUMNS)
+        added, changed = len(values), 0
+    else:
+        written = db.upsert_many(
+            connection,
+            instances,
+            values,
+            columns=INSTANCE_COLUMNS,
+            conflict=("series_id", "sop_uid"),
+            returning=("version",),
+            touch=_INSTANCE_TOUCH,
+        )
+        added = sum(1 for (version,) in written if version == 1)
+        changed = len(written) - added
+    if added:
+        connection.execute(
+            sa.update(series)
+            .where(series.c.id == series_id)
+            .values(num_instances=series.c.num_instances + added)
+        )
+    return added, changed
+
+
+def finish_study(connection: Connection, state: StudyState) -> None:
+    """Write the study's new counts and ModalitiesInStudy, in one statement."""
+    values: dict[str, Any] = {}
+    if state.recount_modalities:
+        query = (
+            sa.select(series.c.modality)
+            .where(series.c.study_id == state.id, series.c.modality.is_not(None))
+            .distinct()
+        )
+        state.modalities = set(connection.execute(query).scalars())
+    if state.modalities != state._original:
+        values["modalities_in_study"] = "\\".join(sorted(state.modalities)) or None
+    if state.new_series:
+        values["num_series"] = studies.c.num_series + state.new_series
+    if state.new_instances:
+        values["num_instances"] = studies.c.num_instances + state.new_instances
+    if values:
+        values["updated_at"] = sa.func.now()
+        connection.execute(sa.update(studies).where(studies.c.id == state.id).values(values))
