@@ -21,7 +21,6 @@ asserts a timing.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sqlite3
 import subprocess
@@ -173,26 +172,23 @@ def raw_rows(path: Path) -> tuple[float, list[tuple[Any, ...]]]:
     started = time.perf_counter()
     document = orjson.loads(path.read_bytes())
     parse_seconds = time.perf_counter() - started
-    digest = hashlib.blake2b(b"bench", digest_size=16).digest()
     rows = []
     for series_id, one in enumerate(s for study in document["studies"] for s in study["series"]):
         for entry in one["instances"]:
             meta = entry["metadata"]
-            rows.append(
-                (
-                    series_id + 1,
-                    meta["SOPInstanceUID"],
-                    meta["SOPClassUID"],
-                    meta["InstanceNumber"],
-                    None,
-                    meta["Rows"],
-                    meta["Columns"],
-                    entry["url"],
-                    entry["url"],
-                    digest,
-                    orjson.dumps(meta).decode(),
-                )
-            )
+            values = {
+                "series_id": series_id + 1,
+                "sop_uid": meta["SOPInstanceUID"],
+                "sop_class_uid": meta["SOPClassUID"],
+                "instance_number": meta["InstanceNumber"],
+                "number_of_frames": None,
+                "rows": meta["Rows"],
+                "columns": meta["Columns"],
+                "url": entry["url"],
+                "image_id": None,  # the url is the imageId, as the store keeps it
+                "metadata": orjson.dumps(meta, option=orjson.OPT_SORT_KEYS).decode(),
+            }
+            rows.append(tuple(values[name] for name in _RAW_COLUMNS))
     return parse_seconds, rows
 
 
