@@ -26,7 +26,7 @@ from metastore.errors import ConfigurationError, MetastoreError
 from metastore.events import Event
 from metastore.export import export_launch_file
 from metastore.progress import Progress
-from metastore.sources._ingest import IngestSummary
+from metastore.sources._ingest import FileIngestSummary
 from metastore.sources.dicomjson import ingest_launch_file
 from metastore.sources.dicomweb import auth_headers, dicomweb_config
 from metastore.sources.folder import ingest_folder
@@ -568,7 +568,7 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
 # -- DICOM JSON launch files and folders ---------------------------------------
 
 
-def _ingest_summary(summary: IngestSummary) -> int:
+def _ingest_summary(summary: FileIngestSummary) -> int:
     print(summary)
     for failure in summary.failures:
         print(f"failed: {failure}", file=sys.stderr)

@@ -13,8 +13,8 @@ COUNTS = ("studies", "series", "instances", "inserted", "updated", "unchanged", 
 
 
 @dataclass(frozen=True, kw_only=True)
-class IngestSummary:
-    """What one ingest did: counts, and the studies that failed."""
+class FileIngestSummary:
+    """What one ingest of a launch file or a folder did: counts, and what failed."""
 
     source: str
     studies: int = 0
@@ -49,7 +49,7 @@ class IngestSummary:
 
 
 class Tally:
-    """Mutable counts while ingesting; frozen into an ``IngestSummary`` at the end."""
+    """Mutable counts while ingesting; frozen into an ``FileIngestSummary`` at the end."""
 
     def __init__(self) -> None:
         self.counts = dict.fromkeys(COUNTS, 0)
@@ -60,8 +60,8 @@ class Tally:
         for key, value in counts.items():
             self.counts[key] += value
 
-    def summary(self, source: str, seconds: float) -> IngestSummary:
-        return IngestSummary(
+    def summary(self, source: str, seconds: float) -> FileIngestSummary:
+        return FileIngestSummary(
             source=source,
             seconds=seconds,
             failures=tuple(self.failures),

@@ -23,7 +23,7 @@ from metastore.imageids import instance_image_ids
 from metastore.launchfile import LaunchStudy, StudyFailure, read_studies
 from metastore.progress import Progress
 from metastore.sources import SourceConfig
-from metastore.sources._ingest import IngestSummary, Tally, write_study
+from metastore.sources._ingest import FileIngestSummary, Tally, write_study
 from metastore.sources._stream import display_name, open_bytes, redact_url, stem
 from metastore.store import MetaStore
 
@@ -40,7 +40,7 @@ def ingest_launch_file(
     keep_going: bool = False,
     headers: Mapping[str, str] | None = None,
     progress: bool | None = None,
-) -> IngestSummary:
+) -> FileIngestSummary:
     """Index every study of a launch file (a path or an http(s) URL).
 
     ``source`` defaults to the file's stem (``studies.json.gz`` ->

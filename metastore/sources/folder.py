@@ -40,7 +40,7 @@ from metastore.imageids import instance_image_ids
 from metastore.launchfile import StudyFailure
 from metastore.progress import Progress
 from metastore.sources import SourceConfig
-from metastore.sources._ingest import IngestSummary, Tally, write_study
+from metastore.sources._ingest import FileIngestSummary, Tally, write_study
 from metastore.store import MetaStore
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def ingest_folder(
     source: str | None = None,
     keep_going: bool = False,
     progress: bool | None = None,
-) -> IngestSummary:
+) -> FileIngestSummary:
     """Index every DICOM file under ``root``; unreadable files are reported and skipped.
 
     ``source`` defaults to the folder's name (kind ``folder``). Per study:
