@@ -24,8 +24,12 @@ import orjson
 from metastore import db, events, ingest, relay, runner
 from metastore.errors import ConfigurationError, MetastoreError
 from metastore.events import Event
+from metastore.export import export_launch_file
 from metastore.progress import Progress
+from metastore.sources._ingest import FileIngestSummary
+from metastore.sources.dicomjson import ingest_launch_file
 from metastore.sources.dicomweb import auth_headers, dicomweb_config
+from metastore.sources.folder import ingest_folder
 from metastore.store import MetaStore
 
 log = logging.getLogger(__name__)
@@ -561,6 +565,120 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
     option(parser, "--lease", type=float, default=60.0, help="seconds a worker holds a job")
 
 
+# -- DICOM JSON launch files and folders ---------------------------------------
+
+
+def _ingest_summary(summary: FileIngestSummary) -> int:
+    print(summary)
+    for failure in summary.failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    for path, reason in summary.skipped_files:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def _ingest_dicomjson(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        summary = ingest_launch_file(
+            store, args.location, source=args.source, keep_going=args.keep_going
+        )
+    return _ingest_summary(summary)
+
+
+def _ingest_folder(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        summary = ingest_folder(
+            store,
+            args.folder,
+            url_root=args.url_root,
+            source=args.source,
+            keep_going=args.keep_going,
+        )
+    return _ingest_summary(summary)
+
+
+def _export_dicomjson(args: argparse.Namespace) -> int:
+    if bool(args.study_uids) == bool(args.all):
+        raise ConfigurationError("name the studies to export, or give --all")
+    with open_store(args) as store:
+        summary = export_launch_file(
+            store, args.output, None if args.all else args.study_uids, source=args.source
+        )
+    print(summary)
+    return 0
+
+
+def _add_dicomjson_commands(commands: Any) -> None:
+    kinds = command_group(commands, "ingest", "pull metadata from a source into the index")
+    dicomjson = kinds.add_parser(
+        "dicomjson", help="an OHIF DICOM JSON launch file (path or http(s) URL, .json or .json.gz)"
+    )
+    dicomjson.add_argument("location", metavar="PATH_OR_URL", help="the launch file")
+    option(
+        dicomjson,
+        "--source",
+        env="METASTORE_DICOMJSON_SOURCE",
+        default=None,
+        help="source name (default: the file's name without .json/.gz)",
+    )
+    flag(
+        dicomjson,
+        "--keep-going",
+        env="METASTORE_DICOMJSON_KEEP_GOING",
+        help="skip bad studies and list them (exit 1 when any failed)",
+    )
+    dicomjson.set_defaults(handler=_ingest_dicomjson)
+
+    folder = kinds.add_parser("folder", help="a folder of DICOM files (read without pixel data)")
+    folder.add_argument("folder", metavar="DIR", help="the folder (searched recursively)")
+    option(
+        folder,
+        "--url-root",
+        env="METASTORE_FOLDER_URL_ROOT",
+        default=None,
+        help="URL the folder is served at; urls are dicomweb:URL_ROOT/<path> (default: file://DIR)",
+    )
+    option(
+        folder,
+        "--source",
+        env="METASTORE_FOLDER_SOURCE",
+        default=None,
+        help="source name (default: the folder's name)",
+    )
+    flag(
+        folder,
+        "--keep-going",
+        env="METASTORE_FOLDER_KEEP_GOING",
+        help="skip studies the index refuses and list them (exit 1 when any failed)",
+    )
+    folder.set_defaults(handler=_ingest_folder)
+
+    export = command_group(commands, "export", "write indexed metadata out")
+    launch = export.add_parser(
+        "dicomjson", help="an OHIF DICOM JSON launch file of indexed studies"
+    )
+    launch.add_argument("study_uids", metavar="STUDY_UID", nargs="*", help="studies to export")
+    option(
+        launch,
+        "-o",
+        "--output",
+        dest="output",
+        env="METASTORE_EXPORT_OUTPUT",
+        required=True,
+        metavar="FILE",
+        help="the launch file to write (.gz: gzip)",
+    )
+    option(
+        launch,
+        "--source",
+        env="METASTORE_EXPORT_SOURCE",
+        default=None,
+        help="only this source's series lists (default: every series once)",
+    )
+    flag(launch, "--all", env="METASTORE_EXPORT_ALL", help="export every indexed study")
+    launch.set_defaults(handler=_export_dicomjson)
+
+
 # -- the parser -------------------------------------------------------------
 
 
@@ -612,6 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_events_commands(commands)
     _add_displaysets_commands(commands)
     _add_dicomweb_commands(commands)
+    _add_dicomjson_commands(commands)
     return parser
 
 

@@ -56,8 +56,9 @@ STUDY_COMPUTED = (
     "NumberOfStudyRelatedInstances",
 )
 SERIES_COMPUTED = ("NumberOfSeriesRelatedInstances",)
-# Keys of an instance dict that are not DICOM metadata.
-INSTANCE_EXTRAS = ("url", "imageId")
+# Keys of an instance dict that are not DICOM metadata (``imageIds``: the
+# per-frame list the store's reads add to a multi-frame instance).
+INSTANCE_EXTRAS = ("url", "imageId", "imageIds")
 
 _UID_MAX = 64  # PS3.5 9.1
 # Whitespace and controls (0x00-0x20, 0x7F) and the backslash, the multi-value delimiter.

@@ -22,7 +22,7 @@ from metastore import db, records, writer
 from metastore.displaysets import study_display_sets
 from metastore.errors import InvalidMetadata, StoreClosed
 from metastore.events import Event, EventType, read_changes, write_events
-from metastore.imageids import strip_frame
+from metastore.imageids import frame_image_ids, strip_frame
 from metastore.records import Where
 from metastore.schema import instances, series, sources, studies
 
@@ -439,8 +439,10 @@ class MetaStore:
     def get_instance_by_image_id(self, image_id: str) -> dict[str, Any] | None:
         """The instance a viewer's imageId (or retrieval url) names, or None.
 
-        A frame imageId (``...&frame=3``, ``.../frames/3``) that was not stored
-        as such finds its instance through the imageId without the frame.
+        A frame imageId (``...?frame=3``, ``...&frame=3``, ``.../frames/3``)
+        that was not stored as such finds its instance through the imageId
+        without the frame, so every imageId of a multi-frame instance's
+        ``imageIds`` finds it.
         """
         candidates = [image_id]
         stripped = strip_frame(image_id)
@@ -535,7 +537,11 @@ _SERIES_QUERY = (
     )
 )
 _INSTANCE_QUERY = sa.select(
-    instances.c.series_id, instances.c.url, instances.c.image_id, instances.c.metadata
+    instances.c.series_id,
+    instances.c.url,
+    instances.c.image_id,
+    instances.c.number_of_frames,
+    instances.c.metadata,
 ).order_by(
     instances.c.series_id,
     instances.c.instance_number.is_(None),
@@ -595,6 +601,10 @@ def _instance_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
     image_id = row["image_id"] or row["url"]
     if image_id is not None:
         result["imageId"] = image_id
+        frames = row["number_of_frames"]
+        if frames is not None and frames > 1:
+            # A multi-frame instance: one imageId per frame (1-based, see imageids).
+            result["imageIds"] = frame_image_ids(image_id, frames)
     return result
 
 
