@@ -72,7 +72,7 @@ class StudyState:
     new_series: int = 0
     new_instances: int = 0
     recount_modalities: bool = False
-    _original: frozenset[str] = field(default_factory=frozenset)
+    stored_modalities: frozenset[str] = field(default_factory=frozenset)  # as the row has them
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:
@@ -92,7 +92,9 @@ def lock_studies(connection: Connection, uids: Iterable[str]) -> dict[str, Study
         )
         for uid, id_, modalities in connection.execute(query):
             present = set(modalities.split("\\")) if modalities else set()
-            found[uid] = StudyState(id=id_, modalities=present, _original=frozenset(present))
+            found[uid] = StudyState(
+                id=id_, modalities=present, stored_modalities=frozenset(present)
+            )
     return found
 
 
@@ -296,7 +298,7 @@ def finish_study(connection: Connection, state: StudyState) -> None:
             .distinct()
         )
         state.modalities = set(connection.execute(query).scalars())
-    if state.modalities != state._original:
+    if state.modalities != state.stored_modalities:
         values["modalities_in_study"] = "\\".join(sorted(state.modalities)) or None
     if state.new_series:
         values["num_series"] = studies.c.num_series + state.new_series
