@@ -61,7 +61,6 @@ SERIES_EXTRAS = ("instances",)
 
 # Instances a study keeps in memory before its series spill to a temporary file.
 _SPOOL_INSTANCES = 20_000
-_INSTANCE_COLUMNS = ("InstanceNumber", "NumberOfFrames", "Rows", "Columns")
 
 # The container each structural prefix must start (anything else is not the launch shape).
 _SHAPE = {
@@ -546,34 +545,20 @@ class _Reader:
     def _check_instance(
         self, meta: dict[str, Any], path: str, series_uid: str, sop_uid: str
     ) -> None:
-        if all(_plain_int(meta.get(key)) for key in _INSTANCE_COLUMNS) and _plain_uid(
-            meta.get("SOPClassUID")
+        sop_class = meta.get("SOPClassUID")
+        if all(records.plain_int(meta.get(key)) for key in records.INSTANCE_INTS) and (
+            sop_class is None or records.plain_uid(sop_class)
         ):
             return  # the common case; anything else gets the store's own checks, here
         where = Where(series_uid=series_uid, sop_uid=sop_uid)
         try:
-            for key in _INSTANCE_COLUMNS:
+            for key in records.INSTANCE_INTS:
                 if key in meta:
                     records.integer(meta, key, where)
             if "SOPClassUID" in meta:
                 records.check_uid(meta["SOPClassUID"], "SOPClassUID", where)
         except InvalidMetadata as err:
             raise self._located(err, f"{path}.{getattr(err, 'field', '')}") from None
-
-
-_INT32 = range(-(2**31), 2**31)
-_UID_CHARS = frozenset("0123456789.")
-
-
-def _plain_int(value: Any) -> bool:
-    return value is None or (type(value) is int and value in _INT32)
-
-
-def _plain_uid(value: Any) -> bool:
-    """None, or a UID of digits and dots that no check would refuse."""
-    return value is None or (
-        type(value) is str and 0 < len(value) <= 64 and _UID_CHARS.issuperset(value)
-    )
 
 
 def _set_frames(meta: dict[str, Any], seen: set[int]) -> None:

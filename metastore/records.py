@@ -238,14 +238,17 @@ def series_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
     }
 
 
-_INSTANCE_INTS = ("InstanceNumber", "NumberOfFrames", "Rows", "Columns")
+# Integer key columns of an instance, in ``instances`` column order.
+INSTANCE_INTS = ("InstanceNumber", "NumberOfFrames", "Rows", "Columns")
 
 
-def _plain_uid(value: Any) -> bool:
+def plain_uid(value: Any) -> bool:
+    """A plain ``str`` UID that ``check_uid`` would take as it is (the fast path)."""
     return type(value) is str and 0 < len(value) <= _UID_MAX and not _BAD_UID_CHAR.search(value)
 
 
-def _plain_int(value: Any) -> bool:
+def plain_int(value: Any) -> bool:
+    """None or a plain 32-bit ``int``, which ``integer`` would take as it is (the fast path)."""
     return value is None or (type(value) is int and _INT_MIN <= value <= _INT_MAX)
 
 
@@ -257,31 +260,31 @@ def instance_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
     item, its UIDs and the field when the input is bad.
     """
     get = meta.get
-    study_uid, series_uid, sop_uid = (
+    keys = (
         get("StudyInstanceUID"),
         get("SeriesInstanceUID"),
         get("SOPInstanceUID"),
+        get("SOPClassUID"),
+        get("url"),
+        get("imageId"),
+        *(get(key) for key in INSTANCE_INTS),
     )
-    sop_class, url, image_id = get("SOPClassUID"), get("url"), get("imageId")
-    numbers = [get(key) for key in _INSTANCE_INTS]
+    study_uid, series_uid, sop_uid, sop_class, url, image_id, *numbers = keys
     if not (
-        _plain_uid(study_uid)
-        and _plain_uid(series_uid)
-        and _plain_uid(sop_uid)
-        and (sop_class is None or _plain_uid(sop_class))
+        plain_uid(study_uid)
+        and plain_uid(series_uid)
+        and plain_uid(sop_uid)
+        and (sop_class is None or plain_uid(sop_class))
         and (url is None or type(url) is str)
         and (image_id is None or type(image_id) is str)
-        and all(_plain_int(n) for n in numbers)
+        and all(plain_int(n) for n in numbers)
     ):
-        return _checked_instance_row(meta, where)
+        study_uid, series_uid, sop_uid, sop_class, url, image_id, *numbers = _checked_keys(
+            meta, where
+        )
     if image_id == url:
         image_id = None  # stored once: the imageId defaults to the url (see schema)
-    document = meta
-    if "url" in meta or "imageId" in meta:
-        document = dict(meta)
-        document.pop("url", None)
-        document.pop("imageId", None)
-    blob = encode(document, where)
+    blob = encode(_without(meta, INSTANCE_EXTRAS), where)
     return {
         "study_uid": study_uid,
         "series_uid": series_uid,
@@ -297,35 +300,29 @@ def instance_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
     }
 
 
-def _checked_instance_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
+def _checked_keys(meta: Mapping[str, Any], where: Where) -> tuple[Any, ...]:
+    """An instance's key values, fully checked, in ``instance_row``'s order."""
     study_uid = check_uid(meta.get("StudyInstanceUID"), "StudyInstanceUID", where)
     where = Where(item=where.item, study_uid=study_uid)
     series_uid = check_uid(meta.get("SeriesInstanceUID"), "SeriesInstanceUID", where)
     where = Where(item=where.item, study_uid=study_uid, series_uid=series_uid)
     sop_uid = check_uid(meta.get("SOPInstanceUID"), "SOPInstanceUID", where)
     where = Where(item=where.item, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
-    url = meta.get("url")
-    image_id = meta.get("imageId")
-    for key, value in (("url", url), ("imageId", image_id)):
+    extras = []
+    for key in ("url", "imageId"):
+        value = meta.get(key)
         if value is not None and not isinstance(value, str):
             raise where.error(f"{key} must be a string, not {type(value).__name__}", key)
-    if image_id == url:
-        image_id = None
+        extras.append(None if value is None else str(value))
     sop_class = meta.get("SOPClassUID")
-    blob = encode(_without(meta, INSTANCE_EXTRAS), where)
-    return {
-        "study_uid": study_uid,
-        "series_uid": series_uid,
-        "sop_uid": sop_uid,
-        "sop_class_uid": None if sop_class is None else check_uid(sop_class, "SOPClassUID", where),
-        "instance_number": integer(meta, "InstanceNumber", where),
-        "number_of_frames": integer(meta, "NumberOfFrames", where),
-        "rows": integer(meta, "Rows", where),
-        "columns": integer(meta, "Columns", where),
-        "url": None if url is None else str(url),
-        "image_id": None if image_id is None else str(image_id),
-        "metadata": blob.decode(),
-    }
+    return (
+        study_uid,
+        series_uid,
+        sop_uid,
+        None if sop_class is None else check_uid(sop_class, "SOPClassUID", where),
+        *extras,
+        *(integer(meta, key, where) for key in INSTANCE_INTS),
+    )
 
 
 def pick(meta: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

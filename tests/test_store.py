@@ -434,3 +434,16 @@ def test_real_studies_round_trip_through_the_store(store: MetaStore) -> None:
         for batch in per_series:
             store.add_instances(batch, source="real")
     assert store.changes(limit=10_000) == events_before
+
+
+def test_instance_dicts_read_back_add_as_unchanged(store: MetaStore) -> None:
+    # What a read returns (url, imageId, and imageIds for a multi-frame
+    # instance) is not DICOM metadata: adding it back changes nothing.
+    store.add_instances([instance_meta(number=1, NumberOfFrames=3)])
+    got = store.get_instance("1.2.3", "1.2.3.1", "1.2.3.1.1")
+    assert got is not None and len(got["imageIds"]) == 3
+    result = store.add_instances([got])
+    assert (result.inserted, result.updated, result.unchanged) == (0, 0, 1)
+    with store.engine.connect() as connection:
+        stored = connection.execute(sa.select(instances_table.c.metadata)).scalar_one()
+    assert not {"url", "imageId", "imageIds"} & set(stored)
