@@ -1,0 +1,1 @@
+"""metastore as a DICOMweb service (the service module lands on branch issue-12)."""
