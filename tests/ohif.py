@@ -179,11 +179,11 @@ def browser() -> Iterator[Any]:
 
 @dataclass
 class ViewerPage:
-    """A page in a fresh browser context, and the requests it was refused."""
+    """A page in a fresh browser context: the URLs it asked for, and those it was refused."""
 
     page: Any
+    requests: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -198,7 +198,7 @@ def viewer_page(browser: Any) -> Iterator[ViewerPage]:
         route.abort()
 
     context.route(LOOPBACK, refuse)
-    page.on("pageerror", lambda error: opened.errors.append(str(error)))
+    page.on("request", lambda request: opened.requests.append(request.url))
     try:
         yield opened
     finally:
