@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import fields
+from pathlib import Path
 
 import orjson
 import pytest
@@ -15,6 +16,7 @@ from helpers import instance_meta, instances
 from starlette.testclient import TestClient
 
 from metastore import ConfigurationError, MetaStore, denaturalize
+from metastore.export import export_launch_file
 from metastore.schema import rendered_series
 from metastore.service import SETTINGS, Settings, create_app
 
@@ -151,6 +153,7 @@ def test_unknown_and_malformed_requests(client: TestClient) -> None:
 
 def test_read_only(client: TestClient) -> None:
     for method, path in (
+        ("POST", "/dicomweb/studies"),  # STOW-RS
         ("POST", f"/dicomweb/studies/{STUDY}"),
         ("DELETE", f"/dicomweb/studies/{STUDY}"),
         ("DELETE", f"/dicomweb/studies/{STUDY}/series/{SERIES}"),
@@ -268,3 +271,50 @@ def test_settings_are_named_checked_and_documented() -> None:
     with pytest.raises(ConfigurationError, match="upstream_timeout"):
         Settings(upstream_timeout=0)
     assert "tok" not in repr(Settings(token="tok"))
+
+
+def test_qido_no_match_bad_query_and_warnings(store: MetaStore) -> None:
+    for n in range(4):
+        store.add_instances(instances(f"1.2.{n}", f"1.2.{n}.1", 1), source="pacs")
+    with _client(store, max_limit=3) as client:
+        capped = client.get("/dicomweb/studies")
+        assert capped.status_code == 200 and len(capped.json()) == 3
+        assert capped.headers["warning"].startswith('299 metastore "The number of results')
+        asked = client.get("/dicomweb/studies?limit=2")
+        assert len(asked.json()) == 2 and "warning" not in asked.headers
+        rest = client.get("/dicomweb/studies?offset=3")
+        assert len(rest.json()) == 1 and "warning" not in rest.headers
+        none = client.get("/dicomweb/studies?PatientID=nobody")
+        assert none.status_code == 200 and none.content == b"[]"
+        assert none.headers["content-type"] == "application/dicom+json"
+        fuzzy = client.get("/dicomweb/studies?PatientID=PAT001&fuzzymatching=true")
+        assert fuzzy.status_code == 200 and "PatientID" in fuzzy.headers["warning"]
+        for bad in ("StudyDate=2024x", "NoSuchKeyword=1", "limit=-1"):
+            response = client.get(f"/dicomweb/studies?{bad}")
+            assert response.status_code == 400, bad
+            assert response.text.count("\n") == 1
+        # Percent-decoded once: %252A is a literal "%2A", not a wildcard.
+        assert client.get("/dicomweb/studies?PatientID=PAT%252A").json() == []
+        assert len(client.get("/dicomweb/studies?PatientID=PAT%2A").json()) == 3
+        series = client.get("/dicomweb/studies/1.2.1/series").json()
+        assert [s["0020000E"]["Value"][0] for s in series] == ["1.2.1.1"]
+        (one,) = client.get("/dicomweb/studies/1.2.1/series/1.2.1.1/instances").json()
+        assert one["00080018"]["Value"] == ["1.2.1.1.1"]
+
+
+def test_dicomjson_is_the_export(store: MetaStore, tmp_path: Path) -> None:
+    for n in range(3):
+        store.add_instances(instances(f"1.2.{n}", f"1.2.{n}.1", 2), source="pacs")
+    export_launch_file(store, tmp_path / "two.json", ["1.2.0", "1.2.2"])
+    with _client(store) as client:
+        listed = client.get("/dicomjson?StudyInstanceUID=1.2.0,1.2.2")
+        assert listed.status_code == 200
+        assert listed.headers["content-type"] == "application/json"
+        served = orjson.loads(listed.content)
+        written = orjson.loads((tmp_path / "two.json").read_bytes())
+        key = lambda s: s["StudyInstanceUID"]  # noqa: E731
+        assert sorted(served["studies"], key=key) == sorted(written["studies"], key=key)
+        every = orjson.loads(client.get("/dicomjson?PatientID=PAT001").content)
+        assert len(every["studies"]) == 3
+        assert orjson.loads(client.get("/dicomjson?PatientID=nobody").content) == {"studies": []}
+        assert client.get("/dicomjson?StudyDate=bad").status_code == 400

@@ -8,10 +8,12 @@ byte for byte (they are streamed from Orthanc through the service).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from requests import HTTPError
 from servers import GENERATED_INSTANCES, Orthanc
 from service_helpers import (
     by_sop,
@@ -21,6 +23,7 @@ from service_helpers import (
     strip_bulkdata,
 )
 
+from metastore import naturalize
 from metastore.service import Settings, create_app
 
 TOKEN = "s3cret-token-for-tests"
@@ -157,3 +160,98 @@ def test_multiframe_frames_through_the_service(
         study, series, sop, frame_numbers=frames, media_types=OCTETS
     )
     assert got[0] != got[2]
+
+
+def _values(rows: list[dict[str, Any]], tag: str) -> dict[str, Any]:
+    """Per UID (the first Value of ``tag``), the row naturalized."""
+    return {row[tag]["Value"][0]: naturalize(row) for row in rows}
+
+
+# The required study return keys that carry data here (PS3.18 Table 10.6.3-3).
+# StudyDescription is not among them: the DICOMweb ingest indexes what
+# Orthanc's default QIDO study answer holds, which leaves it out.
+STUDY_KEYS = (
+    "PatientID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+)
+
+
+def _modalities(row: dict[str, Any]) -> set[str]:
+    value = row.get("ModalitiesInStudy")
+    return set(value if isinstance(value, list) else [value] if value else [])
+
+
+def test_qido_answers_agree_with_orthancs(
+    clients: tuple[DICOMwebClient, DICOMwebClient, str],
+) -> None:
+    ours, theirs, _ = clients
+    fields = ["00081030", "00080061", "00201206", "00201208", "00080050", "00080030"]
+    expected = _values(theirs.search_for_studies(fields=fields), "0020000D")
+    got_rows = ours.search_for_studies(fields=fields)
+    got = _values(got_rows, "0020000D")
+    assert set(got) == set(expected)
+    for uid, row in expected.items():
+        for key in STUDY_KEYS:
+            assert got[uid].get(key) == row.get(key), (uid, key)
+        assert str(got[uid]["PatientName"]) == str(row["PatientName"])
+        assert _modalities(got[uid]) == _modalities(row), uid
+    # OHIF 3.13 reads ModalitiesInStudy.Value.length: never present without a Value.
+    for row in got_rows:
+        assert "00080061" not in row or row["00080061"].get("Value"), row
+    for filters in (
+        {"PatientID": "GEN-CT"},
+        {"ModalitiesInStudy": "CT"},
+        {"ModalitiesInStudy": "RTPLAN"},
+        {"StudyDate": "20000101-"},
+        {"PatientID": "no-such-patient"},
+    ):
+        mine = set(_values(ours.search_for_studies(search_filters=filters), "0020000D"))
+        assert mine == set(_values(theirs.search_for_studies(search_filters=filters), "0020000D"))
+    # Orthanc 1.x finds nothing by PatientName here (not even the exact name);
+    # the standard's rule (PS3.4 C.2.2.2.4) finds the generated study.
+    by_name = ours.search_for_studies(search_filters={"PatientName": "generated*"})
+    assert [row["00100020"]["Value"][0] for row in by_name] == ["GEN-CT"]
+    paged = [
+        row
+        for offset in range(0, len(expected), 2)
+        for row in ours.search_for_studies(limit=2, offset=offset)
+    ]
+    assert set(_values(paged, "0020000D")) == set(expected)
+    for study in expected:
+        theirs_series = _values(theirs.search_for_series(study), "0020000E")
+        our_series = _values(ours.search_for_series(study), "0020000E")
+        assert set(our_series) == set(theirs_series)
+        for uid, row in theirs_series.items():
+            for key in ("Modality", "SeriesNumber", "NumberOfSeriesRelatedInstances"):
+                assert our_series[uid].get(key) == row.get(key), (uid, key)
+            theirs_instances = _values(theirs.search_for_instances(study, uid), "00080018")
+            our_instances = _values(ours.search_for_instances(study, uid), "00080018")
+            assert set(our_instances) == set(theirs_instances)
+            for sop, item in theirs_instances.items():
+                for key in ("SOPClassUID", "InstanceNumber"):
+                    assert our_instances[sop].get(key) == item.get(key), (sop, key)
+        assert set(_values(ours.search_for_instances(study), "00080018")) == set(
+            _values(theirs.search_for_instances(study), "00080018")
+        )
+    assert set(_values(ours.search_for_series(), "0020000E")) == set(
+        _values(theirs.search_for_series(), "0020000E")
+    )
+    (dose,) = ours.search_for_instances(search_filters={"Modality": "RTDOSE"})
+    assert dose["00080018"]["Value"] == [
+        row["00080018"]["Value"][0]
+        for row in theirs.search_for_instances(search_filters={"Modality": "RTDOSE"})
+    ]
+
+
+def test_qido_refuses_a_malformed_query(
+    clients: tuple[DICOMwebClient, DICOMwebClient, str],
+) -> None:
+    ours, _, _ = clients
+    with pytest.raises(HTTPError) as caught:
+        ours.search_for_studies(search_filters={"StudyDate": "2024-13-45x"})
+    assert caught.value.response.status_code == 400
+    assert "StudyDate" in caught.value.response.text

@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metastore.errors import MetastoreError
-from metastore.service import handlers
+from metastore.service import handlers, qido
 from metastore.service.feed import FeedWaker
 from metastore.service.handlers import BadRequest, Context
 from metastore.service.responses import error, status_of
@@ -44,6 +44,12 @@ def routes() -> list[BaseRoute]:
     """Every route of the service, in one place."""
     get = ["GET"]
     return [
+        Route("/dicomweb/studies", qido.studies, methods=get),
+        Route("/dicomweb/series", qido.series, methods=get),
+        Route("/dicomweb/instances", qido.instances, methods=get),
+        Route("/dicomweb/studies/{study}/series", qido.series, methods=get),
+        Route("/dicomweb/studies/{study}/instances", qido.instances, methods=get),
+        Route("/dicomweb/studies/{study}/series/{series}/instances", qido.instances, methods=get),
         Route("/dicomweb/studies/{study}/metadata", handlers.study_metadata, methods=get),
         Route(
             "/dicomweb/studies/{study}/series/{series}/metadata",
@@ -58,6 +64,7 @@ def routes() -> list[BaseRoute]:
         Route(f"{_INSTANCE}/bulk/{{path:path}}", handlers.bulkdata, methods=get),
         Route("/dicomweb/studies/{study}", handlers.not_retrievable, methods=get),
         Route("/dicomweb/studies/{study}/series/{series}", handlers.not_retrievable, methods=get),
+        Route("/dicomjson", qido.dicomjson, methods=get),
         Route("/changefeed", handlers.changefeed, methods=get),
         Route("/changefeed/latest", handlers.changefeed_latest, methods=get),
     ]

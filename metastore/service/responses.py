@@ -17,6 +17,7 @@ from metastore.errors import (
     ConfigurationError,
     DatabaseError,
     MetastoreError,
+    QueryError,
     SourceError,
     SourceRefused,
     SourceTimeout,
@@ -105,6 +106,6 @@ def status_of(exc: MetastoreError) -> int:
         return 503
     if isinstance(exc, ConfigurationError):
         return 500
-    if type(exc).__name__ == "QueryError":
+    if isinstance(exc, QueryError):
         return 400
     return 500

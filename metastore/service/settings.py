@@ -24,8 +24,12 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("max_limit", 1000, "most rows a QIDO-RS answer holds; a larger limit is capped"),
-    Setting("default_limit", 1000, "rows a QIDO-RS answer holds when the query names no limit"),
+    Setting(
+        "max_limit",
+        1000,
+        "most rows a QIDO-RS answer (or studies a /dicomjson answer) holds; more is capped, "
+        "with a Warning: 299 header",
+    ),
     Setting("token", None, "bearer token every request must carry (None: no authentication)"),
     Setting("cors_origins", (), "origins allowed to call the service from a browser (CORS)"),
     Setting("public_url", None, "the URL clients reach the service at (default: from the request)"),
@@ -50,7 +54,6 @@ class Settings:
     """The service's settings; see ``SETTINGS`` for what each one means."""
 
     max_limit: int = _D["max_limit"]
-    default_limit: int = _D["default_limit"]
     token: str | None = field(default=_D["token"], repr=False)
     cors_origins: tuple[str, ...] = _D["cors_origins"]
     public_url: str | None = _D["public_url"]
@@ -62,7 +65,7 @@ class Settings:
     gzip_min_size: int = _D["gzip_min_size"]
 
     def __post_init__(self) -> None:
-        for name in ("max_limit", "default_limit", "changefeed_max_limit"):
+        for name in ("max_limit", "changefeed_max_limit"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"setting {name} must be at least 1")
         for name in ("upstream_connect_timeout", "upstream_timeout", "poll_interval"):
