@@ -168,7 +168,9 @@ def _writing_if_free(engine: Engine, what: str) -> Iterator[Connection]:
 # -- waking up -----------------------------------------------------------------
 
 
-class _Wakeup(Protocol):
+class Wakeup(Protocol):
+    """Waits for new outbox rows: ``wait`` returns when some may have committed, or at ``timeout``."""
+
     def wait(self, timeout: float, stop: threading.Event | None) -> None: ...
 
     def close(self) -> None: ...
@@ -250,7 +252,8 @@ class _Listen:
                 self._connection = None
 
 
-def _wakeup_for(engine: Engine) -> _Wakeup:
+def wakeup_for(engine: Engine) -> Wakeup:
+    """LISTEN/NOTIFY on PostgreSQL, polling elsewhere; ``close()`` it when done."""
     return _Listen(engine) if engine.dialect.name == "postgresql" else _Poll()
 
 
@@ -599,7 +602,7 @@ class Consumer:
         """
         total = 0
         failures = 0
-        wakeup = _wakeup_for(self.store.engine)
+        wakeup = wakeup_for(self.store.engine)
         try:
             while not (stop is not None and stop.is_set()):
                 try:
@@ -667,7 +670,7 @@ def tail(
                     return total
     types = parse_types(events)
     position, total = after, 0
-    wakeup = _wakeup_for(store.engine) if follow else None
+    wakeup = wakeup_for(store.engine) if follow else None
     try:
         while not (stop is not None and stop.is_set()):
             with _reading(store.engine, "reading the change feed") as connection:

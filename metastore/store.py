@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +119,13 @@ class MetaStore:
     def _writing(self, what: str) -> Iterator[Connection]:
         with db.translate_errors(what), self.engine.begin() as connection:
             yield connection
+
+    def reading(self, what: str) -> AbstractContextManager[Connection]:
+        """A read-only transaction for readers built on the store (search, the service).
+
+        ``what`` names the read in a ``DatabaseError``.
+        """
+        return self._reading(what)
 
     @contextmanager
     def _reading(self, what: str) -> Iterator[Connection]:
@@ -296,6 +303,7 @@ class MetaStore:
             return WriteResult()
         inserted = updated = unchanged = 0
         outbox_rows: list[dict[str, Any]] = []
+        touched: list[int] = []
         with self._writing("adding instances") as connection:
             source_id = self._source_id(connection, source)
             states = writer.ensure_studies(
@@ -313,6 +321,8 @@ class MetaStore:
                 inserted += added
                 updated += changed
                 unchanged += len(by_sop) - added - changed
+                if added or changed:
+                    touched.append(series_id)
                 if (added or changed) and not made_in_client:
                     outbox_rows.append(
                         _event_row(
@@ -325,6 +335,7 @@ class MetaStore:
                     )
             for study_uid in sorted(states):
                 writer.finish_study(connection, states[study_uid])
+            writer.forget_rendered(connection, touched)
             events = write_events(connection, outbox_rows)
             self._remember_sources(connection)
         self._notify(events)
