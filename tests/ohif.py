@@ -7,8 +7,10 @@
   single-page app (unknown paths answer ``index.html``), with the
   ``/app-config.js`` a test sets (``viewer.app_config``).
 - ``browser``: Debian's chromium (``/usr/bin/chromium``) driven by
-  playwright, headless; ``viewer_page`` opens a fresh context whose every
-  request to anywhere but loopback is aborted, so nothing leaves the machine.
+  playwright, headless, with one context whose every request to anywhere
+  but loopback is aborted, so nothing leaves the machine; ``viewer_page``
+  opens a fresh page in it. ``METASTORE_OHIF_SCREENSHOTS=DIR`` keeps a
+  screenshot of each check (``snapshot``).
 - ``cors_proxy``: forwards ``/dicomweb/...`` to a DICOMweb root with extra
   headers (an archive's credentials) and adds CORS, so the viewer, on its
   own origin, can query an archive that speaks no CORS (Orthanc).
@@ -27,7 +29,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -84,7 +86,9 @@ class _QuietHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            # The page went elsewhere: the browser dropped the request.
+            with suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(body)
 
 
 # ----------------------------------------------------------------- the viewer
@@ -125,12 +129,22 @@ def serve_viewer(dist: Path) -> Iterator[Viewer]:
             viewer.requests.append(path)
             if path == "/app-config.js":
                 body = viewer.app_config.encode()
-                self.answer(200, body, {"Content-Type": "text/javascript; charset=utf-8"})
+                headers = {
+                    "Content-Type": "text/javascript; charset=utf-8",
+                    "Cache-Control": "no-store",
+                }
+                self.answer(200, body, headers)
                 return
             found = (dist / path.lstrip("/")).resolve()
-            if not found.is_relative_to(dist) or not found.is_file():
+            headers = {"Content-Type": _content_type(found)}
+            if not found.is_relative_to(dist) or not found.is_file() or found == index:
                 found = index  # a client route: /viewer, /viewer/dicomjson, ...
-            self.answer(200, found.read_bytes(), {"Content-Type": _content_type(found)})
+                headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+            else:
+                # Bundles, codecs, fonts: a page load after the first in a
+                # context takes them from the browser's cache (~50 MB each load).
+                headers["Cache-Control"] = "max-age=3600"
+            self.answer(200, found.read_bytes(), headers)
 
         do_HEAD = do_GET  # noqa: N815
 
@@ -179,33 +193,60 @@ def browser() -> Iterator[Any]:
 
 @dataclass
 class ViewerPage:
-    """A page in a fresh browser context: the URLs it asked for, and those it was refused."""
+    """A page: the URLs it asked for, and those its context refused (not loopback)."""
 
     page: Any
+    refused: list[str]  # the context's record of aborted requests
+    since: int  # how many of them were before this page
     requests: list[str] = field(default_factory=list)
-    blocked: list[str] = field(default_factory=list)
+
+    @property
+    def blocked(self) -> list[str]:
+        """The requests to anything but loopback since this page opened (aborted)."""
+        return self.refused[self.since :]
 
 
-@pytest.fixture
-def viewer_page(browser: Any) -> Iterator[ViewerPage]:
-    """A page whose requests may reach loopback only (the rest are aborted)."""
+@pytest.fixture(scope="session")
+def browser_context(browser: Any) -> Iterator[tuple[Any, list[str]]]:
+    """One context for the session, so the viewer's ~50 MB of bundles load once.
+
+    Every request to anything but loopback is aborted and recorded.
+    """
     context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    opened = ViewerPage(page=page)
+    blocked: list[str] = []
 
     def refuse(route: Any) -> None:
-        opened.blocked.append(route.request.url)
+        blocked.append(route.request.url)
         route.abort()
 
     context.route(LOOPBACK, refuse)
-    page.on("request", lambda request: opened.requests.append(request.url))
     try:
-        yield opened
+        yield context, blocked
     finally:
         context.close()
 
 
+@pytest.fixture
+def viewer_page(browser_context: tuple[Any, list[str]]) -> Iterator[ViewerPage]:
+    """A fresh page (its own session storage) in the session's context."""
+    context, blocked = browser_context
+    opened = ViewerPage(page=context.new_page(), refused=blocked, since=len(blocked))
+    opened.page.on("request", lambda request: opened.requests.append(request.url))
+    try:
+        yield opened
+    finally:
+        opened.page.close()
+
+
 # ------------------------------------------------------------- reading a page
+
+
+def snapshot(page: Any, name: str) -> None:
+    """Save what a person would see as NAME.png in ``METASTORE_OHIF_SCREENSHOTS``, when set."""
+    folder = os.environ.get("METASTORE_OHIF_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"))
 
 
 def wait_for(page: Any, read: Callable[[], Any], done: Callable[[Any], bool], what: str) -> Any:
