@@ -13,6 +13,7 @@ from metastore.search.execute import (
     DEFAULT_MAX_LIMIT,
     SearchResult,
     search_instances,
+    search_statements,
     search_series,
     search_studies,
 )
@@ -23,5 +24,6 @@ __all__ = [
     "SearchResult",
     "search_instances",
     "search_series",
+    "search_statements",
     "search_studies",
 ]

@@ -225,9 +225,13 @@ class _Sql:
         """Any value at the term's path in the row's JSON matches one alternative."""
         document = table.c.metadata
         if self.pg:
-            source = sa.func.jsonb_path_query(
-                document, sa.cast(sa.literal(_jsonpath(term)), postgresql.JSONPATH)
-            ).table_valued("value").render_derived()
+            source = (
+                sa.func.jsonb_path_query(
+                    document, sa.cast(sa.literal(_jsonpath(term)), postgresql.JSONPATH)
+                )
+                .table_valued("value")
+                .render_derived()
+            )
             node = source.c.value
             text = node.op("#>>")(sa.literal_column("'{}'"))
             kind = sa.func.jsonb_typeof(node)
