@@ -176,7 +176,7 @@ class _Plan:
             where.append(studies.c.study_uid == scope[Level.STUDY])
         if scope.get(Level.SERIES) is not None:
             where.append(series.c.series_uid == scope[Level.SERIES])
-        if level >= Level.SERIES:
+        if level == Level.SERIES:
             where.append(_first_series(series))
         if level == Level.INSTANCE:
             earlier = instances.alias("di")
