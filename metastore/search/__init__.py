@@ -13,8 +13,8 @@ from metastore.search.execute import (
     DEFAULT_MAX_LIMIT,
     SearchResult,
     search_instances,
-    search_statements,
     search_series,
+    search_statements,
     search_studies,
 )
 
