@@ -184,3 +184,15 @@ def test_hostile_values_leave_the_index_alone(store: MetaStore) -> None:
         ):
             assert search_studies(store, {key: value}).rows == []
     assert len(search_studies(store, {}).rows) == 1
+
+
+def test_study_attributes_kept_only_by_instances_are_searched_there(store: MetaStore) -> None:
+    # Indexed from its instances, the study row keeps the main study keys only.
+    store.add_instances([instance_meta("1.5.1", "1.5.1.1", 1, PatientWeight=70.5)], source="pacs")
+    # A study row of its own (a QIDO study row) holds the attribute: that row decides.
+    store.add_study(study_meta("1.5.2", PatientWeight=80), source="pacs")
+    store.add_instances([instance_meta("1.5.2", "1.5.2.1", 1, PatientWeight=70.5)], source="pacs")
+    assert _values(search_studies(store, {"PatientWeight": "70.5"}).rows, "0020000D") == ["1.5.1"]
+    assert _values(search_studies(store, {"PatientWeight": "80"}).rows, "0020000D") == ["1.5.2"]
+    found = search_instances(store, {"PatientWeight": "70.5"}).rows
+    assert sorted(_values(found, "0020000D")) == ["1.5.1", "1.5.2"]

@@ -95,7 +95,9 @@ def test_infix_wildcards_use_trigram_indexes_on_postgresql(
     plan = _plan(filled, page)
     if filled.dialect == "postgresql":
         assert not _scans_studies(filled, plan), plan
-        if "fuzzymatching" not in query:  # three ORed patterns: on six rows the planner walks the list
+        if (
+            "fuzzymatching" not in query
+        ):  # three ORed patterns: on six rows the planner walks the list
             assert "_trgm" in plan, plan
     else:
         # SQLite: no index serves an infix pattern; the table is read in the list's order.

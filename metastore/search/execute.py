@@ -226,7 +226,7 @@ class _Plan:
         outer = (
             sa.select(*self._columns())
             .select_from(inner.join(self.table, self.table.c.id == inner.c.row_id))
-            .order_by(*self._order(inner.c))
+            .order_by(*self._order(dict(inner.c.items())))
         )
         if self.level == Level.SERIES:
             outer = outer.join(studies, studies.c.id == series.c.study_id)
