@@ -21,11 +21,12 @@ from typing import Any
 
 import orjson
 
-from metastore import db, events, ingest, relay, runner
-from metastore.errors import ConfigurationError, MetastoreError
+from metastore import db, events, ingest, relay, runner, search
+from metastore.errors import ConfigurationError, MetastoreError, QueryError
 from metastore.events import Event
 from metastore.export import export_launch_file
 from metastore.progress import Progress
+from metastore.search import format as search_format
 from metastore.sources._ingest import FileIngestSummary
 from metastore.sources.dicomjson import ingest_launch_file
 from metastore.sources.dicomweb import auth_headers, dicomweb_config
@@ -785,6 +786,107 @@ def _add_serve_command(commands: Any) -> None:
     serve.set_defaults(handler=_serve)
 
 
+# -- search -------------------------------------------------------------------
+
+
+def _add_search_commands(commands: Any) -> None:
+    search = commands.add_parser(
+        "search", help="QIDO-RS search over the index (PS3.18 8.3.4 rules)"
+    )
+    levels = search.add_subparsers(dest="search_level", metavar="LEVEL", required=True)
+    for level in ("studies", "series", "instances"):
+        parser = levels.add_parser(level, help=f"{level} matching KEY=VALUE query parameters")
+        parser.add_argument(
+            "query",
+            nargs="*",
+            metavar="KEY=VALUE",
+            help="a keyword or 8-hex tag and its value (wildcards, ranges, UID lists)",
+        )
+        repeated(
+            parser,
+            "--includefield",
+            env="METASTORE_SEARCH_INCLUDEFIELD",
+            metavar="TAG",
+            help="also return this attribute (keyword, tag or all)",
+        )
+        option(
+            parser,
+            "--limit",
+            env="METASTORE_SEARCH_LIMIT",
+            type=int,
+            default=None,
+            help="at most this many rows",
+        )
+        option(
+            parser,
+            "--offset",
+            env="METASTORE_SEARCH_OFFSET",
+            type=int,
+            default=0,
+            help="skip this many rows",
+        )
+        flag(
+            parser, "--count", env="METASTORE_SEARCH_COUNT", help="print the number of matches too"
+        )
+        option(
+            parser,
+            "--format",
+            env="METASTORE_SEARCH_FORMAT",
+            choices=("table", "json", "csv"),
+            default="table",
+            help="a table for people, DICOM JSON lines or CSV for scripts",
+        )
+        if level != "studies":
+            option(
+                parser,
+                "--study",
+                env="METASTORE_SEARCH_STUDY",
+                default=None,
+                help="within this study",
+            )
+        if level == "instances":
+            option(
+                parser,
+                "--series",
+                env="METASTORE_SEARCH_SERIES",
+                default=None,
+                help="within this series",
+            )
+        parser.set_defaults(handler=_search)
+
+
+def _search(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {"limit": args.limit, "offset": args.offset, "count": args.count}
+    try:
+        query = search_format.query_from_pairs(args.query, args.includefield)
+        with open_store(args) as store:
+            if args.search_level == "studies":
+                result = search.search_studies(store, query, **options)
+            elif args.search_level == "series":
+                result = search.search_series(store, query, study_uid=args.study, **options)
+            else:
+                result = search.search_instances(
+                    store, query, study_uid=args.study, series_uid=args.series, **options
+                )
+    except QueryError as err:
+        print(f"metastore: malformed query: {err}", file=sys.stderr)
+        return 2
+    for warning in result.warnings:
+        print(f"metastore: warning: {warning}", file=sys.stderr)
+    if args.format == "json":
+        for row in result.rows:
+            print_json_line(row)
+    else:
+        search_format.write_rows(sys.stdout, result.rows, args.format)
+    if result.truncated:
+        print(
+            "metastore: more rows match than one page holds: use --limit/--offset", file=sys.stderr
+        )
+    if result.total is not None:
+        print(f"{result.total} matching", file=sys.stderr if args.format != "table" else sys.stdout)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line (a test walks it to check help and env twins)."""
     parser = argparse.ArgumentParser(
@@ -835,6 +937,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dicomweb_commands(commands)
     _add_dicomjson_commands(commands)
     _add_serve_command(commands)
+    _add_search_commands(commands)
     return parser
 
 

@@ -72,7 +72,7 @@ def include_object(dialect: str) -> Callable[[Any, str | None, str, bool, Any], 
 
     def include(obj: Any, _name: str | None, type_: str, reflected: bool, _other: Any) -> bool:
         if type_ == "index" and not reflected:
-            return obj.info.get("dialect", dialect) == dialect
+            return bool(obj.info.get("dialect", dialect) == dialect)
         return True
 
     return include

@@ -318,3 +318,15 @@ def test_dicomjson_is_the_export(store: MetaStore, tmp_path: Path) -> None:
         assert len(every["studies"]) == 3
         assert orjson.loads(client.get("/dicomjson?PatientID=nobody").content) == {"studies": []}
         assert client.get("/dicomjson?StudyDate=bad").status_code == 400
+
+
+def test_a_study_without_modalities_keeps_the_study_list_readable(store: MetaStore) -> None:
+    """OHIF 3.13 reads ModalitiesInStudy.Value.length for every study of the list."""
+    bare = [{k: v for k, v in i.items() if k != "Modality"} for i in instances("1.2.9", "1.2.9.1")]
+    store.add_instances(bare, source="pacs")
+    store.add_instances(instances(STUDY, SERIES, 1), source="pacs")
+    with _client(store) as client:
+        rows = client.get("/dicomweb/studies?includefield=00080061").json()
+    assert len(rows) == 2
+    for row in rows:
+        assert "00080061" not in row or row["00080061"]["Value"], row

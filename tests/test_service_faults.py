@@ -230,3 +230,49 @@ def test_eight_clients_while_an_ingest_writes(store: MetaStore) -> None:
         final = httpx.get(f"{base}/dicomweb/studies/{STUDY}/series/1.2.3.1/metadata")
     assert problems == []
     assert len(final.json()) == batch * batches
+
+
+@pytest.mark.usefixtures("credentials")
+def test_bulkdata_is_fetched_from_the_uri_the_archive_gave(
+    store: MetaStore, archive: Archive
+) -> None:
+    path = _index(store, archive.root)
+    sop = f"{SERIES}.1"
+    item = store.get_instance(STUDY, SERIES, sop)
+    assert item is not None
+    bulk = f"{archive.root}/studies/{STUDY}/series/{SERIES}/instances/{sop}/bulk"
+    item["ReferencedImageSequence"] = [{"00091001": {"BulkDataURI": f"{bulk}/nested"}}]
+    item["PixelData"] = {"BulkDataURI": f"{bulk}/7fe00010"}
+    store.add_instances([item], source="archive")
+    with serving(_app(store)) as base:
+        nested = httpx.get(f"{base}{path}/bulk/00081140/0/00091001")
+        pixels = httpx.get(f"{base}{path}/bulk/7FE00010")
+        missing = httpx.get(f"{base}{path}/bulk/00081140/1/00091001")
+    assert nested.status_code == pixels.status_code == 200
+    assert nested.content == b"frame-bytes"
+    assert [r["path"] for r in archive.requests] == [
+        f"/dicomweb/studies/{STUDY}/series/{SERIES}/instances/{sop}/bulk/nested",
+        f"/dicomweb/studies/{STUDY}/series/{SERIES}/instances/{sop}/bulk/7fe00010",
+    ]
+    assert all(r["Authorization"] == SECRET for r in archive.requests)
+    assert missing.status_code == 404 and "no bulk data at 00081140/1/00091001" in missing.text
+
+
+def test_credentials_go_only_to_the_sources_origin(store: MetaStore, archive: Archive) -> None:
+    other = Archive()
+    with other:
+        _index(store, archive.root)
+        sop = f"{SERIES}.1"
+        item = store.get_instance(STUDY, SERIES, sop)
+        assert item is not None
+        item["PixelData"] = {"BulkDataURI": f"{other.root}/somewhere/else"}
+        store.add_instances([item], source="archive")
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("METASTORE_SOURCE_AUTH_ARCHIVE", SECRET)
+            with serving(_app(store)) as base:
+                path = f"/dicomweb/studies/{STUDY}/series/{SERIES}/instances/{sop}"
+                assert httpx.get(f"{base}{path}/bulk/7FE00010").status_code == 200
+                assert httpx.get(f"{base}{path}/frames/1").status_code == 200
+    ((seen_other,), (seen_archive,)) = other.requests, archive.requests
+    assert "Authorization" not in seen_other
+    assert seen_archive["Authorization"] == SECRET

@@ -14,6 +14,7 @@ from metastore.search.execute import (
     SearchResult,
     search_instances,
     search_series,
+    search_statements,
     search_studies,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "SearchResult",
     "search_instances",
     "search_series",
+    "search_statements",
     "search_studies",
 ]

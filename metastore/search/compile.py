@@ -89,15 +89,18 @@ def _lifted(term: Term, level: Level, sql: _Sql) -> Condition:
         return studies.c.id.in_(
             sa.select(s.c.study_id).join(i, i.c.series_id == s.c.id).where(condition)
         )
+    if level == Level.INSTANCE and _column(term) is None:
+        # An instance's metadata holds its study's and series' attributes too.
+        return _at(term, instances, sql)
     if term.level <= level:
-        return _at(term, _TABLES[term.level], sql)
+        return _own(term, _TABLES[term.level], sql)
     if level == Level.STUDY and term.level == Level.SERIES:
         s = series.alias("ls")
-        return studies.c.id.in_(sa.select(s.c.study_id).where(_at(term, s, sql)))
+        return studies.c.id.in_(sa.select(s.c.study_id).where(_own(term, s, sql)))
     if level == Level.STUDY:
-        s, i = series.alias("ls"), instances.alias("li")
-        inner = sa.select(s.c.study_id).join(i, i.c.series_id == s.c.id).where(_at(term, i, sql))
-        return studies.c.id.in_(inner)
+        s2, i2 = series.alias("ls"), instances.alias("li")
+        pairs = sa.select(s2.c.study_id).join(i2, i2.c.series_id == s2.c.id)
+        return studies.c.id.in_(pairs.where(_at(term, i2, sql)))
     i = instances.alias("li")
     return series.c.id.in_(sa.select(i.c.series_id).where(_at(term, i, sql)))
 
@@ -107,11 +110,39 @@ def _any(term: Term, one: Callable[[Match], Condition]) -> Condition:
     return parts[0] if len(parts) == 1 else sa.or_(*parts)
 
 
-def _at(term: Term, table: sa.FromClause, sql: _Sql) -> Condition:
-    """The term's condition on one row of its own level's table (or an alias of it)."""
+def _column(term: Term) -> sa.Column[Any] | None:
+    """The key column that holds the term's attribute, if one does."""
     keyed = _COLUMNS.get(term.path[0]) if len(term.path) == 1 else None
-    if keyed is not None and keyed[0] == term.level:
-        column = table.c[keyed[1].name]
+    return keyed[1] if keyed is not None and keyed[0] == term.level else None
+
+
+def _own(term: Term, table: sa.FromClause, sql: _Sql) -> Condition:
+    """A study or series row's match: its key column, else its own metadata when that holds
+    the attribute, else the metadata of its instances (a study indexed from its instances
+    keeps only the main study attributes; the rest stay with the instances)."""
+    if _column(term) is not None:
+        return _at(term, table, sql)
+    held = sql.holds(table.c.metadata, term.path[0])
+    if term.level == Level.STUDY:
+        s, i = series.alias("os"), instances.alias("oi")
+        below = sa.exists(
+            sa.select(sa.literal(1))
+            .select_from(s.join(i, i.c.series_id == s.c.id))
+            .where(s.c.study_id == table.c.id, _at(term, i, sql))
+        )
+    else:
+        i = instances.alias("oi")
+        below = sa.exists(
+            sa.select(sa.literal(1)).where(i.c.series_id == table.c.id, _at(term, i, sql))
+        )
+    return sa.or_(sa.and_(held, _at(term, table, sql)), sa.and_(sa.not_(held), below))
+
+
+def _at(term: Term, table: sa.FromClause, sql: _Sql) -> Condition:
+    """The term's condition on one row of a table (or an alias): key column or JSON."""
+    key_column = _column(term)
+    if key_column is not None and key_column.name in table.c:
+        column = table.c[key_column.name]
         if term.partner is not None:
             partner = _COLUMNS[term.partner[0]][1]
             return _any(term, lambda m: sql.date_time(m, column, table.c[partner.name]))
@@ -142,7 +173,7 @@ class _Sql:
     def column(self, match: Match, vr: str, column: Any) -> Condition:
         """A match on a key column, in a form its index serves."""
         if isinstance(match, Uids):
-            return column.in_(match.uids)
+            return column.in_(match.uids)  # type: ignore[no-any-return]
         if isinstance(match, Number):
             return column == match.value  # type: ignore[no-any-return]
         if isinstance(match, Range):
@@ -221,17 +252,27 @@ class _Sql:
 
     # -- the JSON --------------------------------------------------------------
 
+    def holds(self, document: Any, name: str) -> Condition:
+        """The document has a member ``name`` (a top-level attribute)."""
+        if self.pg:
+            return document.op("?", is_comparison=True)(sa.literal(name))  # type: ignore[no-any-return]
+        return sa.func.json_type(document, f'$."{name}"').is_not(None)
+
     def json(self, term: Term, table: sa.FromClause) -> Condition:
         """Any value at the term's path in the row's JSON matches one alternative."""
         document = table.c.metadata
         if self.pg:
-            source = sa.func.jsonb_path_query(
-                document, sa.cast(sa.literal(_jsonpath(term)), postgresql.JSONPATH)
-            ).table_valued("value").render_derived()
+            source = (
+                sa.func.jsonb_path_query(
+                    document, sa.cast(sa.literal(_jsonpath(term)), postgresql.JSONPATH)
+                )
+                .table_valued("value")
+                .render_derived()
+            )
             node = source.c.value
             text = node.op("#>>")(sa.literal_column("'{}'"))
             kind = sa.func.jsonb_typeof(node)
-            keep = kind.in_(("string", "number")) if term.vr != "PN" else sa.true()
+            keep: Condition = kind.in_(("string", "number")) if term.vr != "PN" else sa.true()
         else:
             source, node = self._sqlite_leaves(term, document)
             text = node.c.value
@@ -259,7 +300,7 @@ class _Sql:
             "value", "type", "atom", "key", "parent", name="leaf"
         )
         froms.append(leaves)
-        source = froms[0]
+        source: Any = froms[0]
         for extra in froms[1:]:
             source = source.join(extra, sa.true())
         return source, leaves
@@ -270,7 +311,7 @@ class _Sql:
             return self._number(text, kind, match.value)
         trimmed = sa.func.trim(sa.cast(text, sa.Text))
         if isinstance(match, Uids):
-            return trimmed.in_(match.uids)  # type: ignore[no-any-return]
+            return trimmed.in_(match.uids)
         if isinstance(match, Range):
             return _between(self.sortable(vr, text), match.low, match.high, empty_is_none=True)
         if isinstance(match, Name):
@@ -284,7 +325,7 @@ class _Sql:
         if isinstance(match, Pattern):
             return self.glob(trimmed, match.text)
         if isinstance(match, Exact):
-            return trimmed == match.text  # type: ignore[no-any-return]
+            return trimmed == match.text
         raise AssertionError(f"not a value match: {match!r}")  # pragma: no cover
 
     def _number(self, text: Any, kind: Any, wanted: float) -> Condition:

@@ -125,6 +125,26 @@ def _search(
     return SearchResult(rows=built, total=total, truncated=truncated, warnings=search.warnings)
 
 
+def search_statements(
+    store: MetaStore,
+    query: Query,
+    *,
+    level: str = "study",
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The (page, count) statements of a search, for EXPLAIN and benchmarks."""
+    try:
+        chosen = Level[level.upper()]
+    except KeyError:
+        raise QueryError(f"no search level {level!r}: study, series or instance") from None
+    scope = {Level.STUDY: study_uid, Level.SERIES: series_uid}
+    plan = _Plan(parse(query), chosen, scope, store.dialect)
+    return plan.page_statement(limit, offset), plan.count_statement()
+
+
 class _reading:
     """A read-only transaction (SQLite: a plain BEGIN, not the writers' BEGIN IMMEDIATE)."""
 
@@ -156,7 +176,7 @@ class _Plan:
             where.append(studies.c.study_uid == scope[Level.STUDY])
         if scope.get(Level.SERIES) is not None:
             where.append(series.c.series_uid == scope[Level.SERIES])
-        if level >= Level.SERIES:
+        if level == Level.SERIES:
             where.append(_first_series(series))
         if level == Level.INSTANCE:
             earlier = instances.alias("di")
@@ -182,6 +202,9 @@ class _Plan:
         return order
 
     def page(self, connection: Connection, limit: int, offset: int) -> list[Any]:
+        return list(connection.execute(self.page_statement(limit, offset)).mappings())
+
+    def page_statement(self, limit: int, offset: int) -> sa.Select[Any]:
         keys: dict[str, Any] = {
             "study_date": studies.c.study_date,
             "study_time": studies.c.study_time,
@@ -203,15 +226,17 @@ class _Plan:
         outer = (
             sa.select(*self._columns())
             .select_from(inner.join(self.table, self.table.c.id == inner.c.row_id))
-            .order_by(*self._order(inner.c))
+            .order_by(*self._order(dict(inner.c.items())))
         )
         if self.level == Level.SERIES:
             outer = outer.join(studies, studies.c.id == series.c.study_id)
-        return list(connection.execute(outer).mappings())
+        return outer
+
+    def count_statement(self) -> sa.Select[Any]:
+        return sa.select(sa.func.count()).select_from(self.source).where(*self.where)
 
     def count(self, connection: Connection) -> int:
-        statement = sa.select(sa.func.count()).select_from(self.source).where(*self.where)
-        return int(connection.execute(statement).scalar_one())
+        return int(connection.execute(self.count_statement()).scalar_one())
 
     def _columns(self) -> list[Any]:
         if self.level == Level.STUDY:

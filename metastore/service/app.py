@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from metastore.errors import MetastoreError
 from metastore.service import handlers, qido
 from metastore.service.feed import FeedWaker
-from metastore.service.handlers import BadRequest, Context
+from metastore.service.handlers import Context
 from metastore.service.responses import error, status_of
 from metastore.service.settings import Settings
 from metastore.service.upstream import Upstream
@@ -119,7 +119,7 @@ def create_app(
     return Starlette(
         routes=routes(),
         middleware=middleware,
-        exception_handlers={MetastoreError: _metastore_error, BadRequest: _bad_request},
+        exception_handlers={MetastoreError: _metastore_error},
         lifespan=lifespan,
     )
 
@@ -129,10 +129,6 @@ async def _metastore_error(request: Request, exc: Exception) -> Response:
     if status >= 500:
         log.warning("%s %s: %s", request.method, request.url.path, exc)
     return error(status, str(exc))
-
-
-async def _bad_request(request: Request, exc: Exception) -> Response:
-    return error(400, str(exc))
 
 
 class BearerToken:

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from metastore.errors import ConfigurationError
+from metastore.errors import ConfigurationError, QueryError
 from metastore.outbox import parse_types
 from metastore.service import feed, metadata, upstream
 from metastore.service.feed import FeedWaker
@@ -57,16 +57,16 @@ def dicomweb_base(request: Request) -> str:
     return f"{root}/dicomweb"
 
 
-class BadRequest(Exception):
-    """A request the service cannot read: 400 with this message."""
+def path_uid(request: Request, name: str) -> str | None:
+    """A UID from the path (None when the route has no such part); 400 if it cannot be one."""
+    value = request.path_params.get(name)
+    if value is not None and (not value or len(value) > _UID_MAX):
+        raise QueryError(f"{name} {str(value)[:80]!r} is not a UID")
+    return None if value is None else str(value)
 
 
 def _uids(request: Request, *names: str) -> list[str]:
-    values = [request.path_params[name] for name in names]
-    for name, value in zip(names, values, strict=True):
-        if not value or len(value) > _UID_MAX:
-            raise BadRequest(f"{name} {value[:80]!r} is not a UID")
-    return values
+    return [str(path_uid(request, name)) for name in names]
 
 
 def _not_found(what: str) -> Response:
@@ -163,7 +163,7 @@ async def retrieve_instance(request: Request) -> Response:
 def _frames(request: Request) -> str:
     frames = str(request.path_params["frames"])
     if not _FRAMES.match(frames):
-        raise BadRequest(f"frames {frames[:80]!r} is not a list of frame numbers from 1")
+        raise QueryError(f"frames {frames[:80]!r} is not a list of frame numbers from 1")
     return frames
 
 
@@ -220,9 +220,9 @@ def _int(request: Request, name: str, default: int, low: int = 0) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise BadRequest(f"{name}={raw[:40]!r} is not an integer") from None
+        raise QueryError(f"{name}={raw[:40]!r} is not an integer") from None
     if value < low:
-        raise BadRequest(f"{name} must be at least {low}")
+        raise QueryError(f"{name} must be at least {low}")
     return value
 
 
@@ -233,9 +233,9 @@ def _seconds(request: Request, name: str, cap: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise BadRequest(f"{name}={raw[:40]!r} is not a number of seconds") from None
+        raise QueryError(f"{name}={raw[:40]!r} is not a number of seconds") from None
     if not value >= 0:
-        raise BadRequest(f"{name} must not be negative")
+        raise QueryError(f"{name} must not be negative")
     return min(value, cap)
 
 
@@ -250,7 +250,7 @@ async def changefeed(request: Request) -> Response:
     try:
         types = parse_types(request.query_params.getlist("type") or None)
     except ConfigurationError as err:
-        raise BadRequest(str(err)) from None
+        raise QueryError(str(err)) from None
     deadline = time.monotonic() + wait
     while True:
         since = ctx.waker.generation

@@ -196,12 +196,12 @@ def study_metadata(store: MetaStore, study_uid: str, base: str) -> tuple[str, by
     return etag_of(",".join(tags).encode()), data
 
 
-def instance_metadata(
-    store: MetaStore, study_uid: str, series_uid: str, sop_uid: str, base: str
-) -> bytes | None:
-    """The WADO-RS metadata of one instance (a one-item JSON array), or None."""
-    query = (
-        sa.select(instances.c.metadata)
+def one_instance(
+    study_uid: str, series_uid: str, sop_uid: str, *columns: sa.ColumnElement[Any]
+) -> sa.Select[Any]:
+    """Columns of an instance (and its series' source) by UIDs: the first source by name."""
+    return (
+        sa.select(*columns)
         .join(series, series.c.id == instances.c.series_id)
         .join(studies, studies.c.id == series.c.study_id)
         .join(sources, sources.c.id == series.c.source_id)
@@ -213,6 +213,13 @@ def instance_metadata(
         .order_by(sources.c.name)
         .limit(1)
     )
+
+
+def instance_metadata(
+    store: MetaStore, study_uid: str, series_uid: str, sop_uid: str, base: str
+) -> bytes | None:
+    """The WADO-RS metadata of one instance (a one-item JSON array), or None."""
+    query = one_instance(study_uid, series_uid, sop_uid, instances.c.metadata)
     with store.reading(f"reading instance {sop_uid}") as connection:
         found = connection.execute(query).scalar()
     if found is None:

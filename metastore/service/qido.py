@@ -18,9 +18,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from metastore.errors import QueryError
 from metastore.export import encode_launch_file, launch_study
 from metastore.search import SearchResult, search_instances, search_series, search_studies
-from metastore.service.handlers import BadRequest, context
+from metastore.service.handlers import context, path_uid
 from metastore.service.responses import dicom_json
 from metastore.store import MetaStore
 
@@ -52,13 +53,6 @@ def warning_header(result: SearchResult) -> dict[str, str]:
     return {"Warning": ", ".join(f'299 {_AGENT} "{text}"' for text in quoted)}
 
 
-def _uid(request: Request, name: str) -> str | None:
-    value = request.path_params.get(name)
-    if value is not None and (not value or len(value) > 64):
-        raise BadRequest(f"{name} {str(value)[:80]!r} is not a UID")
-    return None if value is None else str(value)
-
-
 async def _answer(request: Request, search: Callable[..., SearchResult], **scope: Any) -> Response:
     ctx = context(request)
     result = await run_in_threadpool(
@@ -77,15 +71,15 @@ async def studies(request: Request) -> Response:
 
 
 async def series(request: Request) -> Response:
-    return await _answer(request, search_series, study_uid=_uid(request, "study"))
+    return await _answer(request, search_series, study_uid=path_uid(request, "study"))
 
 
 async def instances(request: Request) -> Response:
     return await _answer(
         request,
         search_instances,
-        study_uid=_uid(request, "study"),
-        series_uid=_uid(request, "series"),
+        study_uid=path_uid(request, "study"),
+        series_uid=path_uid(request, "series"),
     )
 
 
@@ -110,7 +104,7 @@ async def dicomjson(request: Request) -> Response:
     query = query_of(request)
     source = query.pop("source", None)
     if isinstance(source, list):
-        raise BadRequest("source may be given once")
+        raise QueryError("source may be given once")
     for key in [k for k in query if k.lower() in ("studyinstanceuid", "0020000d")]:
         values = query[key] if isinstance(query[key], list) else [str(query[key])]
         query[key] = "\\".join(v.strip() for value in values for v in value.split(","))

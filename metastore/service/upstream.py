@@ -32,7 +32,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import sqlalchemy as sa
 
 from metastore.dicom import denaturalize
 from metastore.errors import (
@@ -41,7 +40,8 @@ from metastore.errors import (
     SourceTimeout,
     SourceUnavailable,
 )
-from metastore.schema import instances, series, sources, studies
+from metastore.schema import instances, sources
+from metastore.service.metadata import one_instance
 from metastore.sources.dicomweb import auth_headers
 from metastore.store import MetaStore
 
@@ -119,22 +119,10 @@ def locate(
     store: MetaStore, study_uid: str, series_uid: str, sop_uid: str, *, metadata: bool = False
 ) -> Location | None:
     """The instance's url and source (first source by name), or None when not indexed."""
-    columns = [instances.c.url, sources.c.name, sources.c.root_url, sources.c.settings]
+    columns: list[Any] = [instances.c.url, sources.c.name, sources.c.root_url, sources.c.settings]
     if metadata:
         columns.append(instances.c.metadata)
-    query = (
-        sa.select(*columns)
-        .join(series, series.c.id == instances.c.series_id)
-        .join(studies, studies.c.id == series.c.study_id)
-        .join(sources, sources.c.id == series.c.source_id)
-        .where(
-            studies.c.study_uid == study_uid,
-            series.c.series_uid == series_uid,
-            instances.c.sop_uid == sop_uid,
-        )
-        .order_by(sources.c.name)
-        .limit(1)
-    )
+    query = one_instance(study_uid, series_uid, sop_uid, *columns)
     with store.reading(f"locating instance {sop_uid}") as connection:
         row = connection.execute(query).mappings().first()
     if row is None:
