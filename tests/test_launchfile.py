@@ -13,9 +13,9 @@ import pytest
 from launch_helpers import launch_instance, launch_study, write_launch
 
 from metastore import InvalidMetadata
-from metastore import launchfile as launchfile_module
 from metastore.imageids import frame_image_ids, frame_number, instance_image_ids, strip_frame
 from metastore.launchfile import LaunchStudy, StudyFailure, read_studies
+from metastore.launchfile import read as launchfile_module
 
 
 def read(document: Any) -> list[LaunchStudy | StudyFailure]:
