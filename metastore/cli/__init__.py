@@ -1,7 +1,7 @@
 """The ``metastore`` command: parse, configure logging, call the library, print.
 
 Thin on purpose: every command is one library call. One module per command
-group (:mod:`~metastore.cli.db`, :mod:`~metastore.cli.read`,
+group (:mod:`~metastore.cli.database`, :mod:`~metastore.cli.read`,
 :mod:`~metastore.cli.events`, :mod:`~metastore.cli.ingest`), each adding
 its commands with ``add_commands``; what they share is in ``_common``.
 Every option has an environment twin named ``METASTORE_<OPTION>`` (``--db``
@@ -16,10 +16,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from metastore import db
-from metastore.cli import db as db_commands
-from metastore.cli import events, ingest, read
+from metastore.cli import database, events, ingest, read
 from metastore.cli._common import Handler, command_group, option
+from metastore.db import DEFAULT_URL, URL_ENV
 from metastore.errors import MetastoreError
 
 __all__ = ["build_parser", "command_group", "main"]
@@ -34,14 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     option(
         parser,
         "--db",
-        env=db.URL_ENV,
+        env=URL_ENV,
         metavar="URL",
         default=None,
-        help=f"database URL (default {db.DEFAULT_URL})",
+        help=f"database URL (default {DEFAULT_URL})",
     )
     option(parser, "--log-level", default="WARNING", help="logging level (DEBUG, INFO, WARNING)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (db_commands, read, events, ingest):
+    for group in (database, read, events, ingest):
         group.add_commands(commands)
     return parser
 
@@ -64,6 +63,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("metastore: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

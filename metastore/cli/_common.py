@@ -25,7 +25,7 @@ log = logging.getLogger("metastore.cli")
 Handler = Callable[[argparse.Namespace], int]
 
 
-class _EnvDefault(argparse.Action):
+class EnvDefault(argparse.Action):
     """An option whose default comes from its ``METASTORE_*`` environment twin."""
 
     def __init__(self, option_strings: list[str], dest: str, env: str, **kwargs: Any) -> None:
@@ -47,7 +47,7 @@ class _EnvDefault(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-class _EnvFlag(argparse.Action):
+class EnvFlag(argparse.Action):
     """A boolean flag with an environment twin (1/true/yes turns it on)."""
 
     def __init__(self, option_strings: list[str], dest: str, env: str, **kwargs: Any) -> None:
@@ -72,7 +72,7 @@ def option(
     """Add an option with its environment twin (``METASTORE_<NAME>`` unless given)."""
     dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
     twin = env or f"METASTORE_{dest.upper()}"
-    parser.add_argument(*names, action=_EnvDefault, env=twin, **kwargs)
+    parser.add_argument(*names, action=EnvDefault, env=twin, **kwargs)
 
 
 def flag(
@@ -81,10 +81,10 @@ def flag(
     """Add a boolean flag with its environment twin."""
     dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
     twin = env or f"METASTORE_{dest.upper()}"
-    parser.add_argument(*names, action=_EnvFlag, env=twin, **kwargs)
+    parser.add_argument(*names, action=EnvFlag, env=twin, **kwargs)
 
 
-class _EnvAppend(_EnvDefault):
+class EnvAppend(EnvDefault):
     """A repeatable option; its environment twin holds one value a line."""
 
     def __init__(self, option_strings: list[str], dest: str, env: str, **kwargs: Any) -> None:
@@ -113,7 +113,7 @@ def repeated(
     """Add a repeatable option with its environment twin (one value a line)."""
     dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
     twin = env or f"METASTORE_{dest.upper()}"
-    parser.add_argument(*names, action=_EnvAppend, env=twin, **kwargs)
+    parser.add_argument(*names, action=EnvAppend, env=twin, **kwargs)
 
 
 def command_group(commands: Any, name: str, help: str) -> Any:
