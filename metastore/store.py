@@ -22,7 +22,7 @@ from metastore import db, records, writer
 from metastore.errors import InvalidMetadata, StoreClosed
 from metastore.imageids import frame_image_ids, strip_frame
 from metastore.names import check_name
-from metastore.outbox import Event, EventType, read_changes, write_events
+from metastore.outbox import Event, EventType, event_row, read_changes, write_events
 from metastore.records import Where
 from metastore.schema import instances, series, sources, studies
 
@@ -244,7 +244,7 @@ class MetaStore:
                 unchanged += len(rows) - len(written)
                 if written and not made_in_client:
                     outbox_rows.append(
-                        _event_row(
+                        event_row(
                             EventType.SERIES_ADDED,
                             study_uid,
                             None,
@@ -306,7 +306,7 @@ class MetaStore:
                 unchanged += len(by_sop) - added - changed
                 if (added or changed) and not made_in_client:
                     outbox_rows.append(
-                        _event_row(
+                        event_row(
                             EventType.INSTANCES_ADDED,
                             study_uid,
                             series_uid,
@@ -337,7 +337,7 @@ class MetaStore:
             if row is None:
                 return False
             payload = {"numSeries": row.num_series, "numInstances": row.num_instances}
-            event = _event_row(EventType.STUDY_DELETED, str(study_uid), None, None, payload)
+            event = event_row(EventType.STUDY_DELETED, str(study_uid), None, None, payload)
             events = write_events(connection, [event])
         self._notify(events)
         return True
@@ -540,28 +540,6 @@ _INSTANCE_QUERY = sa.select(
     instances.c.instance_number,
     instances.c.sop_uid,
 )
-
-
-def _event_row(
-    kind: EventType,
-    study_uid: str,
-    series_uid: str | None,
-    source: str | None,
-    extra: Mapping[str, Any],
-) -> dict[str, Any]:
-    payload: dict[str, Any] = {"StudyInstanceUID": study_uid}
-    if series_uid is not None:
-        payload["SeriesInstanceUID"] = series_uid
-    if source is not None:
-        payload["source"] = source
-    payload.update(extra)
-    return {
-        "event_type": str(kind),
-        "study_uid": study_uid,
-        "series_uid": series_uid,
-        "source": source,
-        "payload": payload,
-    }
 
 
 def _multi(values: list[str]) -> str | list[str]:

@@ -19,7 +19,7 @@ from metastore.ingest.write import write_study
 from metastore.launchfile import StudyFailure
 from metastore.progress import Progress, Reporting
 from metastore.sources import SourceConfig, StudyMetadata, dicomjson, folder
-from metastore.sources._stream import redact_url, stem
+from metastore.sources.stream import redact_url, stem
 from metastore.store import MetaStore
 
 log = logging.getLogger(__name__)

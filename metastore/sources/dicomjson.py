@@ -18,7 +18,7 @@ from metastore.errors import ConfigurationError, MetastoreError
 from metastore.imageids import instance_image_ids
 from metastore.launchfile import LaunchStudy, StudyFailure, read_studies
 from metastore.sources import SourceConfig, StudyMetadata
-from metastore.sources._stream import display_name, open_bytes
+from metastore.sources.stream import display_name, open_bytes
 
 log = logging.getLogger(__name__)
 
