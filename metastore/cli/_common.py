@@ -30,13 +30,16 @@ class EnvDefault(argparse.Action):
 
     def __init__(self, option_strings: list[str], dest: str, env: str, **kwargs: Any) -> None:
         self.env = env
-        kind = kwargs.get("type") or str
         if env in os.environ:
-            kwargs["default"] = kind(os.environ[env])
+            kwargs["default"] = self.from_env(os.environ[env], kwargs)
             kwargs["required"] = False
         kwargs["help"] = f"{kwargs.get('help', '')} [env: {env}]".strip()
         super().__init__(option_strings, dest, **kwargs)
 
+    def from_env(self, text: str, kwargs: dict[str, Any]) -> Any:
+        """The default, from the environment twin's text."""
+        return (kwargs.get("type") or str)(text)
+
     def __call__(
         self,
         parser: argparse.ArgumentParser,
@@ -44,44 +47,24 @@ class EnvDefault(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest, self.value(namespace, values))
+
+    def value(self, namespace: argparse.Namespace, values: Any) -> Any:
+        """What the option sets, given on the command line."""
+        return values
 
 
-class EnvFlag(argparse.Action):
+class EnvFlag(EnvDefault):
     """A boolean flag with an environment twin (1/true/yes turns it on)."""
 
     def __init__(self, option_strings: list[str], dest: str, env: str, **kwargs: Any) -> None:
-        self.env = env
-        default = os.environ.get(env, "").lower() in ("1", "true", "yes", "on")
-        kwargs["help"] = f"{kwargs.get('help', '')} [env: {env}]".strip()
-        super().__init__(option_strings, dest, nargs=0, default=default, **kwargs)
+        super().__init__(option_strings, dest, env, nargs=0, default=False, **kwargs)
 
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        setattr(namespace, self.dest, True)
+    def from_env(self, text: str, kwargs: dict[str, Any]) -> Any:
+        return text.lower() in ("1", "true", "yes", "on")
 
-
-def option(
-    parser: argparse.ArgumentParser, *names: str, env: str | None = None, **kwargs: Any
-) -> None:
-    """Add an option with its environment twin (``METASTORE_<NAME>`` unless given)."""
-    dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
-    twin = env or f"METASTORE_{dest.upper()}"
-    parser.add_argument(*names, action=EnvDefault, env=twin, **kwargs)
-
-
-def flag(
-    parser: argparse.ArgumentParser, *names: str, env: str | None = None, **kwargs: Any
-) -> None:
-    """Add a boolean flag with its environment twin."""
-    dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
-    twin = env or f"METASTORE_{dest.upper()}"
-    parser.add_argument(*names, action=EnvFlag, env=twin, **kwargs)
+    def value(self, namespace: argparse.Namespace, values: Any) -> Any:
+        return True
 
 
 class EnvAppend(EnvDefault):
@@ -89,31 +72,50 @@ class EnvAppend(EnvDefault):
 
     def __init__(self, option_strings: list[str], dest: str, env: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, env, **kwargs)
-        if env in os.environ:
-            self.default = [line for line in os.environ[env].splitlines() if line.strip()]
-        elif self.default is None:
+        if self.default is None:
             self.default = []
 
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
+    def from_env(self, text: str, kwargs: dict[str, Any]) -> Any:
+        return [line for line in text.splitlines() if line.strip()]
+
+    def value(self, namespace: argparse.Namespace, values: Any) -> Any:
         current = getattr(namespace, self.dest, None)
         if current is None or current is self.default:
             current = []
-        setattr(namespace, self.dest, [*current, values])
+        return [*current, values]
+
+
+def _add(
+    parser: argparse.ArgumentParser,
+    action: type[EnvDefault],
+    names: tuple[str, ...],
+    env: str | None,
+    kwargs: dict[str, Any],
+) -> None:
+    dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
+    twin = env or f"METASTORE_{dest.upper()}"
+    parser.add_argument(*names, action=action, env=twin, **kwargs)
+
+
+def option(
+    parser: argparse.ArgumentParser, *names: str, env: str | None = None, **kwargs: Any
+) -> None:
+    """Add an option with its environment twin (``METASTORE_<NAME>`` unless given)."""
+    _add(parser, EnvDefault, names, env, kwargs)
+
+
+def flag(
+    parser: argparse.ArgumentParser, *names: str, env: str | None = None, **kwargs: Any
+) -> None:
+    """Add a boolean flag with its environment twin."""
+    _add(parser, EnvFlag, names, env, kwargs)
 
 
 def repeated(
     parser: argparse.ArgumentParser, *names: str, env: str | None = None, **kwargs: Any
 ) -> None:
     """Add a repeatable option with its environment twin (one value a line)."""
-    dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
-    twin = env or f"METASTORE_{dest.upper()}"
-    parser.add_argument(*names, action=EnvAppend, env=twin, **kwargs)
+    _add(parser, EnvAppend, names, env, kwargs)
 
 
 def command_group(commands: Any, name: str, help: str) -> Any:
