@@ -118,7 +118,7 @@ def repeated(
     _add(parser, EnvAppend, names, env, kwargs)
 
 
-def command_group(commands: Any, name: str, help: str) -> Any:
+def command_group(commands: Any, name: str, help: str, metavar: str = "KIND") -> Any:
     """The subcommands of the group ``name`` (``ingest``...), created on first use.
 
     Several areas add commands to one group; whoever comes first creates it.
@@ -126,7 +126,7 @@ def command_group(commands: Any, name: str, help: str) -> Any:
     parser = commands.choices.get(name)
     if parser is None:
         parser = commands.add_parser(name, help=help)
-        group = parser.add_subparsers(dest=f"{name}_command", metavar="KIND", required=True)
+        group = parser.add_subparsers(dest=f"{name}_command", metavar=metavar, required=True)
         parser.set_defaults(**{f"_{name}_group": group})
     return parser.get_default(f"_{name}_group")
 

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from metastore import db
-from metastore.cli._common import option
+from metastore.cli._common import command_group, option
 
 
 def _upgrade(args: argparse.Namespace) -> int:
@@ -24,8 +24,7 @@ def _current(args: argparse.Namespace) -> int:
 
 def add_commands(commands: Any) -> None:
     """``db upgrade``, ``db current``."""
-    parser = commands.add_parser("db", help="schema migrations")
-    actions = parser.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    actions = command_group(commands, "db", "schema migrations", "ACTION")
     upgrade = actions.add_parser("upgrade", help="bring the database to the head revision")
     option(upgrade, "--revision", default="head", help="target revision")
     upgrade.set_defaults(handler=_upgrade)

@@ -9,6 +9,7 @@ from typing import Any
 
 from metastore import events
 from metastore.cli._common import (
+    command_group,
     flag,
     open_store,
     option,
@@ -84,8 +85,7 @@ def _consumers(args: argparse.Namespace) -> int:
 
 def add_commands(commands: Any) -> None:
     """``events tail|prune``, ``relay webhook``, ``consumers``."""
-    feed = commands.add_parser("events", help="follow and prune the change feed")
-    feed_commands = feed.add_subparsers(dest="events_command", metavar="ACTION", required=True)
+    feed_commands = command_group(commands, "events", "follow and prune the change feed", "ACTION")
     tail = feed_commands.add_parser("tail", help="print events as JSON lines")
     option(tail, "--consumer", metavar="NAME", help="read as this consumer, advancing its cursor")
     flag(tail, "--follow", help="keep printing new events until interrupted")
@@ -127,8 +127,7 @@ def add_commands(commands: Any) -> None:
     )
     prune.set_defaults(handler=_events_prune)
 
-    relays = commands.add_parser("relay", help="push the change feed to other systems")
-    relay_commands = relays.add_subparsers(dest="relay_command", metavar="KIND", required=True)
+    relay_commands = command_group(commands, "relay", "push the change feed to other systems")
     webhook = relay_commands.add_parser(
         "webhook", help="POST each event as JSON to a URL, as a durable consumer"
     )

@@ -69,8 +69,7 @@ def _export_dicomjson(args: argparse.Namespace) -> int:
 
 def add_commands(commands: Any) -> None:
     """``show study``, ``stats``, ``changes``, ``displaysets``, ``export dicomjson``."""
-    show = commands.add_parser("show", help="print indexed metadata as JSON")
-    show_commands = show.add_subparsers(dest="show_command", metavar="WHAT", required=True)
+    show_commands = command_group(commands, "show", "print indexed metadata as JSON", "WHAT")
     show_study = show_commands.add_parser(
         "study", help="a study with its series lists and instances"
     )
