@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from orthanc_local import LocalOrthanc, ct_study, free_port  # noqa: E402
 
 from metastore import MetaStore  # noqa: E402
-from metastore.runner import ingest_source  # noqa: E402
+from metastore.ingest import ingest_source  # noqa: E402
 from metastore.schema import metadata, rendered_series  # noqa: E402
 from metastore.sources.dicomweb import dicomweb_config  # noqa: E402
 

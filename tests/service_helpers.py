@@ -16,7 +16,7 @@ from servers import Orthanc
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from metastore.runner import ingest_source
+from metastore.ingest import ingest_source
 from metastore.sources import SourceConfig
 
 SOURCE = "orthanc"

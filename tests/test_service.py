@@ -16,7 +16,7 @@ from helpers import instance_meta, instances
 from starlette.testclient import TestClient
 
 from metastore import ConfigurationError, MetaStore, denaturalize
-from metastore.export import export_launch_file
+from metastore.launchfile.export import export_launch_file
 from metastore.schema import rendered_series
 from metastore.service import SETTINGS, Settings, create_app
 

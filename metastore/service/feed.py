@@ -21,7 +21,7 @@ import threading
 from collections.abc import Collection
 from typing import Any
 
-from metastore.events import wakeup_for
+from metastore.events.wakeup import wakeup_for
 from metastore.outbox import EventType, head, read_batch
 from metastore.store import MetaStore
 

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from metastore.errors import QueryError
-from metastore.export import encode_launch_file, launch_study
+from metastore.launchfile.write import encode_launch_file, launch_study
 from metastore.search import SearchResult, search_instances, search_series, search_studies
 from metastore.service.handlers import context, path_uid
 from metastore.service.responses import dicom_json
