@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from metastore.cli import main
 from metastore.errors import ConfigurationError
 from metastore.service.ohif import DEFAULT_URL, app_config
 
@@ -66,3 +67,27 @@ def test_a_url_that_is_no_service_url_is_refused_by_name(url: str) -> None:
         app_config(url)
     assert repr(url) in str(caught.value)
     assert caught.value.context["url"] == url
+
+
+def test_the_command_prints_the_script_and_reads_its_env_twin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["ohif-config", "--url", "http://127.0.0.1:9999"]) == 0
+    out = capsys.readouterr().out
+    assert out == app_config("http://127.0.0.1:9999")
+    monkeypatch.setenv("METASTORE_OHIF_URL", "https://viewer.example/metastore")
+    assert main(["ohif-config"]) == 0
+    config = window_config(capsys.readouterr().out)
+    assert config["dataSources"][0]["configuration"]["wadoRoot"] == (
+        "https://viewer.example/metastore/dicomweb"
+    )
+
+
+def test_the_command_names_a_bad_url_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ohif-config", "--url", "viewer.example"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert (
+        captured.err
+        == "metastore: error: not an http(s) URL of a metastore service: 'viewer.example'\n"
+    )

@@ -36,12 +36,12 @@ from ohif import (
 )
 from servers import GENERATED_SERIES, IN_CI, Orthanc, pydicom_files
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from orthanc_local import LocalOrthanc, OrthancUnavailable, ct_study, free_port  # noqa: E402
-
-from metastore.runner import ingest_source
+from metastore.ingest import ingest_source
 from metastore.service.ohif import app_config
 from metastore.sources import SourceConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from orthanc_local import LocalOrthanc, OrthancUnavailable, ct_study, free_port  # noqa: E402
 
 # A drawn CT fills most of the viewport; an empty one shows only its overlay text.
 DRAWN = 0.2

@@ -109,5 +109,3 @@ def _search(args: argparse.Namespace) -> int:
     if result.total is not None:
         print(f"{result.total} matching", file=sys.stderr if args.format != "table" else sys.stdout)
     return 0
-
-
