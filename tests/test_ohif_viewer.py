@@ -177,13 +177,18 @@ def service(db_url: str, archive: LocalOrthanc, viewer: Viewer) -> Iterator[str]
     assert summary.failures == 0 and summary.studies == 4
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    command = [str(Path(sys.executable).with_name("metastore")), "--db", db_url, "serve"]
+    metastore = str(Path(sys.executable).with_name("metastore"))
+    command = [metastore, "--db", db_url, "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--cors-origin", viewer.origin]
     process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         with httpx.Client(timeout=2.0) as client:
             wait_until_up(client, f"{base}/dicomweb/studies", process)
-        viewer.app_config = app_config(base)
+        # The viewer's configuration as the command prints it.
+        printed = subprocess.run(
+            [metastore, "ohif-config", "--url", base], capture_output=True, text=True, check=True
+        )
+        viewer.app_config = printed.stdout
         yield base
     finally:
         process.terminate()
