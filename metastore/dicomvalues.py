@@ -1,0 +1,399 @@
+"""Values of the DICOM JSON model, read per value representation (PS3.5 6.2).
+
+:mod:`metastore.dicom` reads attribute objects; this module reads what is in
+their ``Value`` arrays (and in an ``InlineBinary`` on a VR that holds values,
+not bytes). One reader per kind of VR takes the array as given and returns
+it in the standard form of PS3.18 F.2, counting into a
+:class:`~metastore.quirks.Quirks` each deviation it straightened; a fast
+check (:func:`conformant`) lets the common, conformant array through
+untouched. What cannot be read raises :class:`PathError` with a path
+relative to the attribute (``Value[2]``), which the codec completes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import struct
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from pydicom import datadict
+
+from metastore.quirks import Quirk, Quirks
+
+# PS3.5 6.2
+VRS: Final = frozenset(
+    [
+        "AE",
+        "AS",
+        "AT",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "FD",
+        "FL",
+        "IS",
+        "LO",
+        "LT",
+        "OB",
+        "OD",
+        "OF",
+        "OL",
+        "OV",
+        "OW",
+        "PN",
+        "SH",
+        "SL",
+        "SQ",
+        "SS",
+        "ST",
+        "SV",
+        "TM",
+        "UC",
+        "UI",
+        "UL",
+        "UN",
+        "UR",
+        "US",
+        "UT",
+        "UV",
+    ]
+)
+BINARY_VRS: Final = frozenset(
+    ["OB", "OD", "OF", "OL", "OV", "OW", "UN"]
+)  # InlineBinary, PS3.18 F.2.7
+# VRs whose values PS3.18 10.4.1.1.2 may leave to a BulkDataURI.
+BULK_VRS: Final = frozenset(
+    [
+        "DS",
+        "FL",
+        "FD",
+        "IS",
+        "LT",
+        "OB",
+        "OD",
+        "OF",
+        "OL",
+        "OV",
+        "OW",
+        "SL",
+        "SS",
+        "ST",
+        "SV",
+        "UC",
+        "UL",
+        "UN",
+        "UR",
+        "US",
+        "UT",
+        "UV",
+    ]
+)
+_TEXT_VRS: Final = frozenset(
+    ["AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"]
+)
+_UNSPLIT_VRS: Final = frozenset(["LT", "ST", "UT", "UR"])  # single-valued: a backslash is text
+_INT_VRS: Final = frozenset(["US", "UL", "SS", "SL", "SV", "UV"])
+_FLOAT_VRS: Final = frozenset(["FL", "FD"])
+_STRUCT: Final = {
+    "US": "H",
+    "SS": "h",
+    "UL": "I",
+    "SL": "i",
+    "FL": "f",
+    "FD": "d",
+    "SV": "q",
+    "UV": "Q",
+}
+_PN_GROUPS: Final = ("Alphabetic", "Ideographic", "Phonetic")
+_PN_GROUP_SET: Final = frozenset(_PN_GROUPS)
+
+_AT_VALUE: Final = re.compile(r"[0-9A-F]{8}")
+TAG_FORM: Final = re.compile(r"\(?\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)?")
+HEX_TAG: Final = re.compile(r"[0-9A-Fa-f]{8}")
+COMBINED_VR: Final = re.compile(r"\s*(?:\||/|,|\bor\b)\s*")
+
+
+class PathError(Exception):
+    """Bad input found deep inside a data set; the path grows as it unwinds."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+
+# -- values, one reader per kind of VR -------------------------------------------
+#
+# Each reader takes the Value array as given and returns it normalized (a new
+# list), counting what it changed; the fast check in front of it lets the
+# common, conformant array through untouched.
+
+_Reader = Callable[[list[Any], str, bool, Quirks], list[Any]]
+
+
+def _split(value: str, vr: str, multi: bool, quirks: Quirks) -> list[str] | None:
+    """The pieces of a backslash-joined value where several values are due, else None."""
+    if multi and vr not in _UNSPLIT_VRS and "\\" in value:
+        quirks.add(Quirk.BACKSLASH_JOINED)
+        return value.split("\\")
+    return None
+
+
+def _bad(vr: str, index: int, value: Any, what: str) -> PathError:
+    shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+    return PathError(f"a {vr} value must be {what}, not {shown}", f"Value[{index}]")
+
+
+def _texts(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[Any]:
+    """AE AS CS DA DT LO LT SH ST TM UC UI UR UT, and DS/IS (strings or numbers)."""
+    numeric = vr == "DS" or vr == "IS"
+    out: list[Any] = []
+    for index, value in enumerate(values):
+        kind = type(value)
+        if kind is not str:
+            if value is None:
+                out.append(None)
+                continue
+            if kind is bool or not isinstance(value, int | float):
+                raise _bad(vr, index, value, "a string")
+            if numeric:
+                out.append(value)  # PS3.18 F.2.3: DS and IS may be numbers
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                raise _bad(vr, index, value, "a string")
+            quirks.add(Quirk.STRING_AS_NUMBER)
+            value = str(value)
+        if not value:
+            quirks.add(Quirk.EMPTY_STRING)
+            out.append(None)
+            continue
+        pieces = _split(value, vr, multi, quirks)
+        if pieces is not None:
+            out.extend(piece or None for piece in pieces)
+            continue
+        if vr == "UI" and value[-1] in " \x00":
+            quirks.add(Quirk.UID_PADDING)
+            value = value.rstrip(" \x00") or None
+        out.append(value)
+    return out
+
+
+def _parse_int(text: str) -> int | None:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if math.isfinite(number) and number.is_integer() else None
+
+
+def _parse_float(text: str) -> int | float | None:
+    text = text.strip()
+    try:
+        return int(text)  # "512" as the number 512, as a writer sending numbers would
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _numbers(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[Any]:
+    """US UL SS SL SV UV FL FD: JSON numbers (SV and UV may be strings, PS3.18 F.2.3)."""
+    integral = vr in _INT_VRS
+    out: list[Any] = []
+    for index, value in enumerate(values):
+        kind = type(value)
+        if kind is int or value is None:
+            out.append(value)
+        elif kind is float:
+            if integral:
+                if not (math.isfinite(value) and value.is_integer()):
+                    raise _bad(vr, index, value, "an integer")
+                quirks.add(Quirk.WHOLE_FLOAT)
+                value = int(value)
+            elif not math.isfinite(value):
+                raise _bad(vr, index, value, "a finite number")
+            out.append(value)
+        elif kind is str:
+            if not value.strip():
+                quirks.add(Quirk.EMPTY_STRING)
+                out.append(None)
+                continue
+            pieces = _split(value, vr, multi, quirks) or [value]
+            for piece in pieces:
+                if not piece.strip():
+                    out.append(None)
+                    continue
+                parsed = _parse_int(piece) if integral else _parse_float(piece)
+                if parsed is None:
+                    raise _bad(vr, index, value, "a number")
+                if vr in ("SV", "UV") and len(pieces) == 1 and piece == str(parsed):
+                    out.append(piece)  # a conformant string form of a 64-bit value
+                    continue
+                quirks.add(Quirk.NUMBER_AS_STRING)
+                out.append(parsed)
+        else:
+            raise _bad(vr, index, value, "a number")
+    return out
+
+
+def _at_value(value: Any) -> str | None:
+    """An AT value in one of the forms writers use, as eight uppercase hex digits."""
+    if type(value) is int:
+        return f"{value:08X}" if 0 <= value <= 0xFFFFFFFF else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if HEX_TAG.fullmatch(text):
+        return text.upper()
+    form = TAG_FORM.fullmatch(text)
+    if form is not None:
+        return (form[1] + form[2]).upper()
+    tag = datadict.tag_for_keyword(text)
+    return None if tag is None else f"{tag:08X}"
+
+
+def _ats(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[Any]:
+    """AT: eight uppercase hex digits (PS3.18 F.2.3), from any form a writer uses."""
+    out: list[Any] = []
+    for index, value in enumerate(values):
+        if value is None or (type(value) is str and _AT_VALUE.fullmatch(value)):
+            out.append(value)
+            continue
+        pieces = _split(value, vr, multi, quirks) if type(value) is str else None
+        for piece in pieces or [value]:
+            tag = _at_value(piece)
+            if tag is None:
+                raise _bad(vr, index, value, "a tag")
+            quirks.add(Quirk.AT_FORM)
+            out.append(tag)
+    return out
+
+
+def _pn_from_text(text: str) -> dict[str, str]:
+    """``"A=I=P"`` (PS3.5 6.2) as component groups, empty groups left out."""
+    return {
+        group: part for group, part in zip(_PN_GROUPS, text.split("=", 2), strict=False) if part
+    }
+
+
+def _pns(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[Any]:
+    """PN: one object of component groups per name (PS3.18 F.2.2)."""
+    out: list[Any] = []
+    for index, value in enumerate(values):
+        if value is None:
+            out.append(None)
+        elif type(value) is str or isinstance(value, str):
+            if not value:
+                quirks.add(Quirk.EMPTY_STRING)
+                out.append(None)
+                continue
+            quirks.add(Quirk.PN_STRING)
+            for piece in _split(value, vr, multi, quirks) or [value]:
+                out.append(_pn_from_text(piece) if piece else None)
+        elif isinstance(value, Mapping):
+            name: dict[str, Any] = {}
+            fixed = False
+            for group, text in value.items():
+                if group not in _PN_GROUP_SET:
+                    proper = next((g for g in _PN_GROUPS if str(group).lower() == g.lower()), None)
+                    if proper is None:
+                        raise PathError(
+                            "a person name has only Alphabetic, Ideographic and Phonetic",
+                            f"Value[{index}].{group}",
+                        )
+                    group, fixed = proper, True
+                if text is None:
+                    fixed = True
+                    continue
+                if not isinstance(text, str):
+                    raise PathError(
+                        "a name component group must be a string", f"Value[{index}].{group}"
+                    )
+                name[group] = text
+            if fixed:
+                quirks.add(Quirk.PN_GROUP)
+            out.append(name)
+        else:
+            raise _bad(vr, index, value, "a person name")
+    return out
+
+
+def _others(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[Any]:
+    """OB OD OF OL OV OW UN with a Value: kept as given (no reading fits every writer)."""
+    return list(values)
+
+
+READERS: Final[dict[str, _Reader]] = {
+    **{vr: _texts for vr in _TEXT_VRS | {"DS", "IS"}},
+    **{vr: _numbers for vr in _INT_VRS | _FLOAT_VRS},
+    "AT": _ats,
+    "PN": _pns,
+    **{vr: _others for vr in BINARY_VRS},
+}
+
+
+def conformant(values: list[Any], vr: str) -> bool:
+    """Whether a non-empty Value array needs no reading (the fast path)."""
+    if vr in _TEXT_VRS:
+        if vr == "UI":
+            return all(
+                type(v) is str and v and v[-1] not in " \x00" and "\\" not in v for v in values
+            )
+        return all(type(v) is str and v and "\\" not in v for v in values)
+    if vr in _INT_VRS:
+        return all(type(v) is int for v in values)
+    if vr == "DS" or vr == "IS":
+        return all(
+            type(v) is int or type(v) is float or (type(v) is str and v and "\\" not in v)
+            for v in values
+        )
+    if vr in _FLOAT_VRS:
+        return all((type(v) is int or type(v) is float) and math.isfinite(v) for v in values)
+    if vr == "PN":
+        return all(
+            type(v) is dict and all(g in _PN_GROUP_SET and type(t) is str for g, t in v.items())
+            for v in values
+        )
+    return vr in BINARY_VRS
+
+
+def decode_inline(vr: str, data: Any) -> list[Any]:
+    """The values an InlineBinary holds, read in the VR's binary encoding (PS3.5 6.2)."""
+    if not isinstance(data, str):
+        raise PathError("InlineBinary must be a base64 string", "InlineBinary")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise PathError("InlineBinary is not base64", "InlineBinary") from None
+    if vr in _STRUCT or vr == "AT":
+        size = 4 if vr == "AT" else struct.calcsize(_STRUCT[vr])
+        if len(raw) % size:
+            raise PathError(f"InlineBinary is not a whole number of {vr} values", "InlineBinary")
+        if vr == "AT":
+            pairs = struct.unpack(f"<{len(raw) // 2}H", raw)
+            return [f"{g:04X}{e:04X}" for g, e in zip(pairs[::2], pairs[1::2], strict=False)]
+        return list(struct.unpack(f"<{len(raw) // size}{_STRUCT[vr]}", raw))
+    if vr == "SQ":
+        raise PathError("a sequence cannot be InlineBinary", "InlineBinary")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    text = text.rstrip(" \x00")
+    if not text:
+        return []
+    pieces = [text] if vr in _UNSPLIT_VRS else text.split("\\")
+    return [piece or None for piece in pieces]
