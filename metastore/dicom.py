@@ -333,9 +333,9 @@ def _read_element(
             raw_vr, "vr" in element, default_vr, element.get("Value", _ABSENT), signed, quirks
         )
 
-    if has_value and (has_inline or has_bulk):
+    if has_value + has_inline + has_bulk > 1:
         quirks.add(Quirk.CONFLICTING_MEMBERS)
-        has_value = vr not in BINARY_VRS
+        has_value = has_value and vr not in BINARY_VRS
     if has_value:
         value = element["Value"]
         if type(value) is not list:

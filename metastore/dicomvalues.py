@@ -277,7 +277,8 @@ def _ats(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[Any]:
             tag = _at_value(piece)
             if tag is None:
                 raise _bad(vr, index, value, "a tag")
-            quirks.add(Quirk.AT_FORM)
+            if tag != piece:
+                quirks.add(Quirk.AT_FORM)
             out.append(tag)
     return out
 
