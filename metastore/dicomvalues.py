@@ -112,6 +112,7 @@ _STRUCT: Final = {
 _PN_GROUPS: Final = ("Alphabetic", "Ideographic", "Phonetic")
 _PN_GROUP_SET: Final = frozenset(_PN_GROUPS)
 
+_OLD_DATE: Final = re.compile(r"\s*\d{4}[.\-/]\d{2}[.\-/]\d{2}\s*")
 _AT_VALUE: Final = re.compile(r"[0-9A-F]{8}")
 TAG_FORM: Final = re.compile(r"\(?\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)?")
 HEX_TAG: Final = re.compile(r"[0-9A-Fa-f]{8}")
@@ -179,6 +180,12 @@ def _texts(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[Any]
         if vr == "UI" and value[-1] in " \x00":
             quirks.add(Quirk.UID_PADDING)
             value = value.rstrip(" \x00") or None
+        elif (
+            vr == "DA" and not (len(value) == 8 and value.isdigit()) and _OLD_DATE.fullmatch(value)
+        ):
+            quirks.add(Quirk.DATE_FORM)  # kept as written; key columns normalize it
+        elif vr == "TM" and ":" in value:
+            quirks.add(Quirk.TIME_FORM)
         out.append(value)
     return out
 
@@ -349,6 +356,10 @@ READERS: Final[dict[str, _Reader]] = {
 def conformant(values: list[Any], vr: str) -> bool:
     """Whether a non-empty Value array needs no reading (the fast path)."""
     if vr in _TEXT_VRS:
+        if vr == "DA":
+            return all(type(v) is str and len(v) == 8 and v.isdigit() for v in values)
+        if vr == "TM":
+            return all(type(v) is str and v and "\\" not in v and ":" not in v for v in values)
         if vr == "UI":
             return all(
                 type(v) is str and v and v[-1] not in " \x00" and "\\" not in v for v in values

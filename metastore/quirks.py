@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
 
-__all__ = ["Quirk", "Quirks"]
+__all__ = ["KEPT_AS_WRITTEN", "Quirk", "Quirks"]
 
 
 class Quirk(StrEnum):
@@ -75,12 +75,20 @@ class Quirk(StrEnum):
     """A person name object with lowercase group names or null groups: straightened."""
     BACKSLASH_JOINED = "backslash-joined values"
     """``"A\\\\B"`` as one value where the attribute takes several: split (F.2.4)."""
+    DATE_FORM = "DA old form"
+    """A date as ``YYYY.MM.DD`` (ACR-NEMA) or ``YYYY-MM-DD``: kept; key columns get ``YYYYMMDD``."""
+    TIME_FORM = "TM old form"
+    """A time as ``HH:MM:SS``: kept; key columns get ``HHMMSS``."""
     UID_PADDING = "UID padding"
     """A UID with trailing spaces or NULs (binary padding, PS3.5 9.1): stripped."""
     EXTRA_MEMBER = "extra attribute member"
     """A member other than vr, Value, InlineBinary, BulkDataURI in an attribute: dropped."""
     CONFLICTING_MEMBERS = "several value members"
     """Value with InlineBinary/BulkDataURI (F.2.2 allows one): the one fitting the VR is kept."""
+
+
+KEPT_AS_WRITTEN = frozenset({Quirk.BULKDATA_ON_VALUE_VR, Quirk.DATE_FORM, Quirk.TIME_FORM})
+"""Kinds counted but kept in the metadata as written (the standard form has no other spelling)."""
 
 
 class Quirks:
