@@ -117,7 +117,7 @@ content.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Final
 
@@ -128,6 +128,7 @@ from metastore.dicomvalues import (
     BULK_VRS,
     COMBINED_VR,
     HEX_TAG,
+    ONE,
     READERS,
     TAG_FORM,
     VRS,
@@ -274,7 +275,7 @@ def _fix_vr(
     present: bool,
     default_vr: str | None,
     value: Any,
-    signed: Callable[[], bool | None],
+    dataset: Mapping[Any, Any],
     quirks: Quirks,
 ) -> str:
     """The VR of an attribute whose ``vr`` member is not a VR as it stands."""
@@ -285,7 +286,7 @@ def _fix_vr(
         quirks.add(Quirk.VR_COMBINED)
         parts = [part for part in COMBINED_VR.split(raw.upper()) if part in VRS]
         if "US" in parts and "SS" in parts:
-            is_signed = signed()
+            is_signed = _signed(dataset)
             if is_signed is not None:
                 return "SS" if is_signed else "US"
         if default_vr is not None and (default_vr in parts or not parts):
@@ -311,7 +312,7 @@ def _read_element(
     element: Mapping[Any, Any],
     default_vr: str | None,
     multi: bool,
-    signed: Callable[[], bool | None],
+    dataset: Mapping[Any, Any],
     quirks: Quirks,
 ) -> tuple[str, Any]:
     """The standard ``(vr, payload)`` of one attribute object.
@@ -330,7 +331,7 @@ def _read_element(
         vr: str = raw_vr
     else:
         vr = _fix_vr(
-            raw_vr, "vr" in element, default_vr, element.get("Value", _ABSENT), signed, quirks
+            raw_vr, "vr" in element, default_vr, element.get("Value", _ABSENT), dataset, quirks
         )
 
     if has_value + has_inline + has_bulk > 1:
@@ -376,7 +377,7 @@ def _read_element(
         decoded = decode_inline(vr, data)
         if not decoded:
             return vr, None
-        values = READERS[vr](decoded, vr, multi, Quirks())
+        values = READERS[vr](decoded, vr, multi, _IGNORED)
         return vr, values if any(v is not None for v in values) else None
     if has_bulk:
         uri = element["BulkDataURI"]
@@ -388,17 +389,13 @@ def _read_element(
     return vr, None
 
 
-def _signed_reader(dataset: Mapping[Any, Any]) -> Callable[[], bool | None]:
-    """PixelRepresentation (0028,0103) of a data set, looked up only when asked."""
-
-    def signed() -> bool | None:
-        element = dataset.get("00280103")
-        value = element.get("Value") if isinstance(element, Mapping) else None
-        if isinstance(value, list) and value and value[0] in (0, 1, "0", "1"):
-            return int(value[0]) == 1
-        return None
-
-    return signed
+def _signed(dataset: Mapping[Any, Any]) -> bool | None:
+    """Whether PixelRepresentation (0028,0103) of a data set says signed; None if it has none."""
+    element = dataset.get("00280103")
+    value = element.get("Value") if isinstance(element, Mapping) else None
+    if isinstance(value, list) and value and value[0] in (0, 1, "0", "1"):
+        return int(value[0]) == 1
+    return None
 
 
 # -- naturalize -----------------------------------------------------------------------
@@ -415,7 +412,7 @@ def naturalize(dataset: Mapping[str, Any], quirks: Quirks | None = None) -> dict
     if not isinstance(dataset, Mapping):
         raise InvalidMetadata("a DICOM JSON data set must be an object", path="$")
     try:
-        return _naturalize(dataset, Quirks() if quirks is None else quirks)
+        return _naturalize(dataset, _IGNORED if quirks is None else quirks)
     except PathError as exc:
         raise InvalidMetadata(exc.message, path=exc.path) from None
 
@@ -424,7 +421,6 @@ def _naturalize(dataset: Mapping[Any, Any], quirks: Quirks) -> dict[str, Any]:
     """Naturalize a data set known to be a mapping; errors carry a relative path."""
     out: dict[str, Any] = {}
     vr_map: dict[str, str] = {}
-    signed = _signed_reader(dataset)
     for key, element in dataset.items():
         info = _BY_TAG.get(key)
         if info is None:
@@ -435,10 +431,43 @@ def _naturalize(dataset: Mapping[Any, Any], quirks: Quirks) -> dict[str, Any]:
             if spelling is not None:
                 quirks.add(spelling)
         name, default_vr, multi = info
+        # The fast paths: attributes as PS3.18 F.2 writes them.
+        if type(element) is dict and type(vr := element.get("vr")) is str and name not in out:
+            size = len(element)
+            if size == 2:
+                check = ONE.get(vr)
+                if check is not None:
+                    value = element.get("Value")
+                    if type(value) is list and value:
+                        if len(value) == 1:
+                            one = value[0]
+                            if check(one):
+                                out[name] = [dict(one)] if vr == "PN" else one
+                                if vr != (default_vr or "UN"):
+                                    vr_map[name] = vr
+                                continue
+                        elif all(map(check, value)):
+                            out[name] = [dict(v) for v in value] if vr == "PN" else list(value)
+                            if vr != (default_vr or "UN"):
+                                vr_map[name] = vr
+                            continue
+                elif vr in BINARY_VRS:
+                    member = "InlineBinary" if "InlineBinary" in element else "BulkDataURI"
+                    data = element.get(member)
+                    if type(data) is str:
+                        out[name] = {member: data}
+                        if vr != (default_vr or "UN"):
+                            vr_map[name] = vr
+                        continue
+            elif size == 1 and vr in VRS:
+                out[name] = None
+                if vr != (default_vr or "UN"):
+                    vr_map[name] = vr
+                continue
         if type(element) is not dict and not isinstance(element, Mapping):
             raise PathError("an attribute must be an object", key)
         try:
-            vr, payload = _read_element(element, default_vr, multi, signed, quirks)
+            vr, payload = _read_element(element, default_vr, multi, dataset, quirks)
         except PathError as exc:
             exc.path = f"{key}.{exc.path}"
             raise
@@ -507,7 +536,7 @@ def _denaturalize(dataset: Mapping[Any, Any]) -> dict[str, Any]:
     if nulls is not None and not isinstance(nulls, list):
         raise PathError(f"{NULL_VALUE_KEY} must be an array", NULL_VALUE_KEY)
 
-    ignored = Quirks()  # what is normalized on the way out is not an ingest's to count
+    ignored = _IGNORED  # what is normalized on the way out is not an ingest's to count
     out: dict[str, Any] = {}
     for name, value in dataset.items():
         info = _BY_KEYWORD.get(name)
@@ -521,6 +550,28 @@ def _denaturalize(dataset: Mapping[Any, Any]) -> dict[str, Any]:
                 )
             info = (found[2], found[0][1], found[0][2])
         tag, default_vr, multi = info
+
+        # The fast paths: values as naturalize leaves them.
+        vr = vr_map.get(name, default_vr or "UN") if vr_map else default_vr or "UN"
+        if type(vr) is str and tag not in out:
+            if value is None:
+                if vr in VRS:
+                    out[tag] = {"vr": vr}
+                    continue
+            elif (check := ONE.get(vr)) is not None:
+                if type(value) is list:
+                    if value and all(map(check, value)):
+                        values = [dict(v) for v in value] if vr == "PN" else list(value)
+                        out[tag] = {"vr": vr, "Value": values}
+                        continue
+                elif vr != "PN" and check(value):
+                    out[tag] = {"vr": vr, "Value": [value]}
+                    continue
+            elif vr in BINARY_VRS and type(value) is dict and len(value) == 1:
+                data = value.get("InlineBinary", value.get("BulkDataURI"))
+                if type(data) is str:
+                    out[tag] = {"vr": vr, **value}
+                    continue
 
         element: dict[str, Any] = {}
         if vr_map and name in vr_map:
@@ -543,7 +594,7 @@ def _denaturalize(dataset: Mapping[Any, Any]) -> dict[str, Any]:
             else:
                 element["Value"] = value if isinstance(value, list) else [value]
         try:
-            vr, payload = _read_element(element, default_vr, multi, _signed_reader({}), ignored)
+            vr, payload = _read_element(element, default_vr, multi, {}, ignored)
         except PathError as exc:
             exc.path = f"{name}{_natural_path(exc.path)}"
             raise
@@ -565,6 +616,18 @@ def _denaturalize(dataset: Mapping[Any, Any]) -> dict[str, Any]:
             raise PathError("two keys name the same tag", str(name))
         out[tag] = standard
     return out
+
+
+class _Ignored(Quirks):
+    """A counter that keeps nothing."""
+
+    __slots__ = ()
+
+    def add(self, kind: Quirk, n: int = 1) -> None:
+        pass
+
+
+_IGNORED: Final = _Ignored()
 
 
 def _natural_path(path: str) -> str:

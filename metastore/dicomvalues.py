@@ -353,33 +353,41 @@ READERS: Final[dict[str, _Reader]] = {
 }
 
 
+def _plain_text(v: Any) -> bool:
+    return type(v) is str and v != "" and "\\" not in v
+
+
+def _plain_pn(v: Any) -> bool:
+    return (
+        type(v) is dict
+        and v.keys() <= _PN_GROUP_SET
+        and all(type(text) is str for text in v.values())
+    )
+
+
+# Whether one value needs no reading, per VR (the fast path). Sequences and
+# binary VRs have no entry: they never take it.
+ONE: Final[dict[str, Callable[[Any], bool]]] = {
+    **dict.fromkeys(_TEXT_VRS, _plain_text),
+    "DA": lambda v: type(v) is str and len(v) == 8 and v.isdigit(),
+    "TM": lambda v: type(v) is str and v != "" and "\\" not in v and ":" not in v,
+    "UI": lambda v: type(v) is str and v != "" and v[-1] not in " \x00" and "\\" not in v,
+    **dict.fromkeys(_INT_VRS, lambda v: type(v) is int),
+    **dict.fromkeys(
+        _FLOAT_VRS, lambda v: type(v) is int or (type(v) is float and math.isfinite(v))
+    ),
+    **dict.fromkeys(("DS", "IS"), lambda v: type(v) is int or type(v) is float or _plain_text(v)),
+    "AT": lambda v: type(v) is str and _AT_VALUE.fullmatch(v) is not None,
+    "PN": _plain_pn,
+}
+
+
 def conformant(values: list[Any], vr: str) -> bool:
-    """Whether a non-empty Value array needs no reading (the fast path)."""
-    if vr in _TEXT_VRS:
-        if vr == "DA":
-            return all(type(v) is str and len(v) == 8 and v.isdigit() for v in values)
-        if vr == "TM":
-            return all(type(v) is str and v and "\\" not in v and ":" not in v for v in values)
-        if vr == "UI":
-            return all(
-                type(v) is str and v and v[-1] not in " \x00" and "\\" not in v for v in values
-            )
-        return all(type(v) is str and v and "\\" not in v for v in values)
-    if vr in _INT_VRS:
-        return all(type(v) is int for v in values)
-    if vr == "DS" or vr == "IS":
-        return all(
-            type(v) is int or type(v) is float or (type(v) is str and v and "\\" not in v)
-            for v in values
-        )
-    if vr in _FLOAT_VRS:
-        return all((type(v) is int or type(v) is float) and math.isfinite(v) for v in values)
-    if vr == "PN":
-        return all(
-            type(v) is dict and all(g in _PN_GROUP_SET and type(t) is str for g, t in v.items())
-            for v in values
-        )
-    return vr in BINARY_VRS
+    """Whether a non-empty Value array needs no reading."""
+    check = ONE.get(vr)
+    if check is None:
+        return vr in BINARY_VRS
+    return all(map(check, values))
 
 
 def decode_inline(vr: str, data: Any) -> list[Any]:
