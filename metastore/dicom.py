@@ -125,19 +125,15 @@ from pydicom import datadict
 
 from metastore.dicomvalues import (
     BINARY_VRS,
-    BULK_VRS,
-    COMBINED_VR,
     HEX_TAG,
     ONE,
-    READERS,
     TAG_FORM,
     VRS,
     PathError,
-    conformant,
-    decode_inline,
+    read_element,
 )
 from metastore.errors import InvalidMetadata
-from metastore.quirks import Quirk, Quirks
+from metastore.quirks import IGNORED, Quirk, Quirks
 
 __all__ = [
     "NULL_VALUE_KEY",
@@ -160,7 +156,6 @@ RESERVED_KEYS: Final = frozenset({VR_MAP_KEY, NULL_VALUE_KEY})
 """Bookkeeping keys of a naturalized data set, which are not attributes."""
 
 _BARE_TYPES: Final = frozenset({str, int, float})
-_ABSENT: Final = object()
 
 # (naturalized key, default VR or None, takes several values?) of a tag
 _TagInfo = tuple[str, str | None, bool]
@@ -270,134 +265,6 @@ def person_name_text(value: Any) -> str | None:
 # -- attributes ------------------------------------------------------------------
 
 
-def _fix_vr(
-    raw: Any,
-    present: bool,
-    default_vr: str | None,
-    value: Any,
-    dataset: Mapping[Any, Any],
-    quirks: Quirks,
-) -> str:
-    """The VR of an attribute whose ``vr`` member is not a VR as it stands."""
-    if isinstance(raw, str) and raw.upper() in VRS:
-        quirks.add(Quirk.VR_LOWERCASE)
-        return raw.upper()
-    if isinstance(raw, str) and raw and COMBINED_VR.search(raw):
-        quirks.add(Quirk.VR_COMBINED)
-        parts = [part for part in COMBINED_VR.split(raw.upper()) if part in VRS]
-        if "US" in parts and "SS" in parts:
-            is_signed = _signed(dataset)
-            if is_signed is not None:
-                return "SS" if is_signed else "US"
-        if default_vr is not None and (default_vr in parts or not parts):
-            return default_vr
-        if parts:
-            return parts[0]
-    elif not present or raw is None:
-        quirks.add(Quirk.VR_MISSING)
-    elif raw == "":
-        quirks.add(Quirk.VR_EMPTY)
-    else:
-        quirks.add(Quirk.VR_UNKNOWN)
-    if default_vr is not None:
-        return default_vr
-    items = value if isinstance(value, list) else [value]
-    if value is not _ABSENT and items and all(isinstance(item, Mapping) for item in items):
-        quirks.add(Quirk.VR_INFERRED_SQ)
-        return "SQ"
-    return "UN"
-
-
-def _read_element(
-    element: Mapping[Any, Any],
-    default_vr: str | None,
-    multi: bool,
-    dataset: Mapping[Any, Any],
-    quirks: Quirks,
-) -> tuple[str, Any]:
-    """The standard ``(vr, payload)`` of one attribute object.
-
-    The payload is ``None`` (empty), a binary member as a one-member dict,
-    the list of raw sequence items (SQ), or the normalized Value array.
-    Errors carry a path relative to the attribute.
-    """
-    has_value = "Value" in element
-    has_inline = "InlineBinary" in element
-    has_bulk = "BulkDataURI" in element
-    if ("vr" in element) + has_value + has_inline + has_bulk != len(element):
-        quirks.add(Quirk.EXTRA_MEMBER)
-    raw_vr = element.get("vr")
-    if type(raw_vr) is str and raw_vr in VRS:
-        vr: str = raw_vr
-    else:
-        vr = _fix_vr(
-            raw_vr, "vr" in element, default_vr, element.get("Value", _ABSENT), dataset, quirks
-        )
-
-    if has_value + has_inline + has_bulk > 1:
-        quirks.add(Quirk.CONFLICTING_MEMBERS)
-        has_value = has_value and vr not in BINARY_VRS
-    if has_value:
-        value = element["Value"]
-        if type(value) is not list:
-            if value is None:
-                quirks.add(Quirk.NULL_VALUE)
-                return vr, None
-            if vr == "SQ" and isinstance(value, Mapping):
-                quirks.add(Quirk.BARE_ITEM)
-            else:
-                quirks.add(Quirk.BARE_VALUE)
-            value = list(value) if isinstance(value, tuple) else [value]
-        if vr == "SQ":
-            for index, item in enumerate(value):
-                if type(item) is not dict and not isinstance(item, Mapping):
-                    raise PathError("a sequence item must be an object", f"Value[{index}]")
-            return vr, value
-        if not value:
-            quirks.add(Quirk.EMPTY_ARRAY)
-            return vr, None
-        if not conformant(value, vr):
-            values = READERS[vr](value, vr, multi, quirks)
-        elif vr == "PN":
-            values = [dict(name) for name in value]
-        else:
-            values = list(value)
-        if len(values) == 1 and values[0] is None:
-            if value[0] is None:
-                quirks.add(Quirk.LONE_NULL)
-            return vr, None
-        return vr, values
-    if has_inline:
-        data = element["InlineBinary"]
-        if vr in BINARY_VRS:
-            if not isinstance(data, str):
-                raise PathError("InlineBinary must be a base64 string", "InlineBinary")
-            return vr, {"InlineBinary": data}
-        quirks.add(Quirk.INLINE_BINARY_DECODED)
-        decoded = decode_inline(vr, data)
-        if not decoded:
-            return vr, None
-        values = READERS[vr](decoded, vr, multi, _IGNORED)
-        return vr, values if any(v is not None for v in values) else None
-    if has_bulk:
-        uri = element["BulkDataURI"]
-        if not isinstance(uri, str):
-            raise PathError("BulkDataURI must be a string", "BulkDataURI")
-        if vr not in BULK_VRS and vr != "SQ":  # Orthanc sends large sequences so
-            quirks.add(Quirk.BULKDATA_ON_VALUE_VR)
-        return vr, {"BulkDataURI": uri}
-    return vr, None
-
-
-def _signed(dataset: Mapping[Any, Any]) -> bool | None:
-    """Whether PixelRepresentation (0028,0103) of a data set says signed; None if it has none."""
-    element = dataset.get("00280103")
-    value = element.get("Value") if isinstance(element, Mapping) else None
-    if isinstance(value, list) and value and value[0] in (0, 1, "0", "1"):
-        return int(value[0]) == 1
-    return None
-
-
 # -- naturalize -----------------------------------------------------------------------
 
 
@@ -412,7 +279,7 @@ def naturalize(dataset: Mapping[str, Any], quirks: Quirks | None = None) -> dict
     if not isinstance(dataset, Mapping):
         raise InvalidMetadata("a DICOM JSON data set must be an object", path="$")
     try:
-        return _naturalize(dataset, _IGNORED if quirks is None else quirks)
+        return _naturalize(dataset, IGNORED if quirks is None else quirks)
     except PathError as exc:
         raise InvalidMetadata(exc.message, path=exc.path) from None
 
@@ -467,7 +334,7 @@ def _naturalize(dataset: Mapping[Any, Any], quirks: Quirks) -> dict[str, Any]:
         if type(element) is not dict and not isinstance(element, Mapping):
             raise PathError("an attribute must be an object", key)
         try:
-            vr, payload = _read_element(element, default_vr, multi, dataset, quirks)
+            vr, payload = read_element(element, default_vr, multi, dataset, quirks)
         except PathError as exc:
             exc.path = f"{key}.{exc.path}"
             raise
@@ -536,7 +403,7 @@ def _denaturalize(dataset: Mapping[Any, Any]) -> dict[str, Any]:
     if nulls is not None and not isinstance(nulls, list):
         raise PathError(f"{NULL_VALUE_KEY} must be an array", NULL_VALUE_KEY)
 
-    ignored = _IGNORED  # what is normalized on the way out is not an ingest's to count
+    ignored = IGNORED  # what is normalized on the way out is not an ingest's to count
     out: dict[str, Any] = {}
     for name, value in dataset.items():
         info = _BY_KEYWORD.get(name)
@@ -594,7 +461,7 @@ def _denaturalize(dataset: Mapping[Any, Any]) -> dict[str, Any]:
             else:
                 element["Value"] = value if isinstance(value, list) else [value]
         try:
-            vr, payload = _read_element(element, default_vr, multi, {}, ignored)
+            vr, payload = read_element(element, default_vr, multi, {}, ignored)
         except PathError as exc:
             exc.path = f"{name}{_natural_path(exc.path)}"
             raise
@@ -616,18 +483,6 @@ def _denaturalize(dataset: Mapping[Any, Any]) -> dict[str, Any]:
             raise PathError("two keys name the same tag", str(name))
         out[tag] = standard
     return out
-
-
-class _Ignored(Quirks):
-    """A counter that keeps nothing."""
-
-    __slots__ = ()
-
-    def add(self, kind: Quirk, n: int = 1) -> None:
-        pass
-
-
-_IGNORED: Final = _Ignored()
 
 
 def _natural_path(path: str) -> str:

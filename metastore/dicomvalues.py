@@ -1,7 +1,8 @@
-"""Values of the DICOM JSON model, read per value representation (PS3.5 6.2).
+"""Attributes of the DICOM JSON model, read liberally (PS3.18 F.2, PS3.5 6.2).
 
-:mod:`metastore.dicom` reads attribute objects; this module reads what is in
-their ``Value`` arrays (and in an ``InlineBinary`` on a VR that holds values,
+:mod:`metastore.dicom` walks data sets; this module reads one attribute
+object (:func:`read_element`: its ``vr``, members and values) and what is in
+its ``Value`` array (or in an ``InlineBinary`` on a VR that holds values,
 not bytes). One reader per kind of VR takes the array as given and returns
 it in the standard form of PS3.18 F.2, counting into a
 :class:`~metastore.quirks.Quirks` each deviation it straightened; a fast
@@ -22,7 +23,7 @@ from typing import Any, Final
 
 from pydicom import datadict
 
-from metastore.quirks import Quirk, Quirks
+from metastore.quirks import IGNORED, Quirk, Quirks
 
 # PS3.5 6.2
 VRS: Final = frozenset(
@@ -113,6 +114,7 @@ _PN_GROUPS: Final = ("Alphabetic", "Ideographic", "Phonetic")
 _PN_GROUP_SET: Final = frozenset(_PN_GROUPS)
 
 _OLD_DATE: Final = re.compile(r"\s*\d{4}[.\-/]\d{2}[.\-/]\d{2}\s*")
+_ABSENT: Final = object()
 _AT_VALUE: Final = re.compile(r"[0-9A-F]{8}")
 TAG_FORM: Final = re.compile(r"\(?\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)?")
 HEX_TAG: Final = re.compile(r"[0-9A-Fa-f]{8}")
@@ -417,3 +419,134 @@ def decode_inline(vr: str, data: Any) -> list[Any]:
         return []
     pieces = [text] if vr in _UNSPLIT_VRS else text.split("\\")
     return [piece or None for piece in pieces]
+
+
+# -- attribute objects ---------------------------------------------------------------
+
+
+def _fix_vr(
+    raw: Any,
+    present: bool,
+    default_vr: str | None,
+    value: Any,
+    dataset: Mapping[Any, Any],
+    quirks: Quirks,
+) -> str:
+    """The VR of an attribute whose ``vr`` member is not a VR as it stands."""
+    if isinstance(raw, str) and raw.upper() in VRS:
+        quirks.add(Quirk.VR_LOWERCASE)
+        return raw.upper()
+    if isinstance(raw, str) and raw and COMBINED_VR.search(raw):
+        quirks.add(Quirk.VR_COMBINED)
+        parts = [part for part in COMBINED_VR.split(raw.upper()) if part in VRS]
+        if "US" in parts and "SS" in parts:
+            is_signed = signed(dataset)
+            if is_signed is not None:
+                return "SS" if is_signed else "US"
+        if default_vr is not None and (default_vr in parts or not parts):
+            return default_vr
+        if parts:
+            return parts[0]
+    elif not present or raw is None:
+        quirks.add(Quirk.VR_MISSING)
+    elif raw == "":
+        quirks.add(Quirk.VR_EMPTY)
+    else:
+        quirks.add(Quirk.VR_UNKNOWN)
+    if default_vr is not None:
+        return default_vr
+    items = value if isinstance(value, list) else [value]
+    if value is not _ABSENT and items and all(isinstance(item, Mapping) for item in items):
+        quirks.add(Quirk.VR_INFERRED_SQ)
+        return "SQ"
+    return "UN"
+
+
+def read_element(
+    element: Mapping[Any, Any],
+    default_vr: str | None,
+    multi: bool,
+    dataset: Mapping[Any, Any],
+    quirks: Quirks,
+) -> tuple[str, Any]:
+    """The standard ``(vr, payload)`` of one attribute object.
+
+    The payload is ``None`` (empty), a binary member as a one-member dict,
+    the list of raw sequence items (SQ), or the normalized Value array.
+    Errors carry a path relative to the attribute.
+    """
+    has_value = "Value" in element
+    has_inline = "InlineBinary" in element
+    has_bulk = "BulkDataURI" in element
+    if ("vr" in element) + has_value + has_inline + has_bulk != len(element):
+        quirks.add(Quirk.EXTRA_MEMBER)
+    raw_vr = element.get("vr")
+    if type(raw_vr) is str and raw_vr in VRS:
+        vr: str = raw_vr
+    else:
+        vr = _fix_vr(
+            raw_vr, "vr" in element, default_vr, element.get("Value", _ABSENT), dataset, quirks
+        )
+
+    if has_value + has_inline + has_bulk > 1:
+        quirks.add(Quirk.CONFLICTING_MEMBERS)
+        has_value = has_value and vr not in BINARY_VRS
+    if has_value:
+        value = element["Value"]
+        if type(value) is not list:
+            if value is None:
+                quirks.add(Quirk.NULL_VALUE)
+                return vr, None
+            if vr == "SQ" and isinstance(value, Mapping):
+                quirks.add(Quirk.BARE_ITEM)
+            else:
+                quirks.add(Quirk.BARE_VALUE)
+            value = list(value) if isinstance(value, tuple) else [value]
+        if vr == "SQ":
+            for index, item in enumerate(value):
+                if type(item) is not dict and not isinstance(item, Mapping):
+                    raise PathError("a sequence item must be an object", f"Value[{index}]")
+            return vr, value
+        if not value:
+            quirks.add(Quirk.EMPTY_ARRAY)
+            return vr, None
+        if not conformant(value, vr):
+            values = READERS[vr](value, vr, multi, quirks)
+        elif vr == "PN":
+            values = [dict(name) for name in value]
+        else:
+            values = list(value)
+        if len(values) == 1 and values[0] is None:
+            if value[0] is None:
+                quirks.add(Quirk.LONE_NULL)
+            return vr, None
+        return vr, values
+    if has_inline:
+        data = element["InlineBinary"]
+        if vr in BINARY_VRS:
+            if not isinstance(data, str):
+                raise PathError("InlineBinary must be a base64 string", "InlineBinary")
+            return vr, {"InlineBinary": data}
+        quirks.add(Quirk.INLINE_BINARY_DECODED)
+        decoded = decode_inline(vr, data)
+        if not decoded:
+            return vr, None
+        values = READERS[vr](decoded, vr, multi, IGNORED)
+        return vr, values if any(v is not None for v in values) else None
+    if has_bulk:
+        uri = element["BulkDataURI"]
+        if not isinstance(uri, str):
+            raise PathError("BulkDataURI must be a string", "BulkDataURI")
+        if vr not in BULK_VRS and vr != "SQ":  # Orthanc sends large sequences so
+            quirks.add(Quirk.BULKDATA_ON_VALUE_VR)
+        return vr, {"BulkDataURI": uri}
+    return vr, None
+
+
+def signed(dataset: Mapping[Any, Any]) -> bool | None:
+    """Whether PixelRepresentation (0028,0103) of a data set says signed; None if it has none."""
+    element = dataset.get("00280103")
+    value = element.get("Value") if isinstance(element, Mapping) else None
+    if isinstance(value, list) and value and value[0] in (0, 1, "0", "1"):
+        return int(value[0]) == 1
+    return None

@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
+from typing import Final
 
-__all__ = ["KEPT_AS_WRITTEN", "Quirk", "Quirks"]
+__all__ = ["IGNORED", "KEPT_AS_WRITTEN", "Quirk", "Quirks"]
 
 
 class Quirk(StrEnum):
@@ -155,3 +156,19 @@ class Quirks:
 
     def __repr__(self) -> str:
         return f"Quirks({self.as_dict()!r})"
+
+
+class _Ignored(Quirks):
+    """A counter that keeps nothing (for reading that is not an ingest's to count)."""
+
+    __slots__ = ()
+
+    def add(self, kind: Quirk, n: int = 1) -> None:
+        pass
+
+    def update(self, other: Quirks | Iterable[Quirk]) -> None:
+        pass
+
+
+IGNORED: Final = _Ignored()
+"""The counter :func:`~metastore.dicom.naturalize` uses when its caller passes none."""
