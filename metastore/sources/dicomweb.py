@@ -218,15 +218,11 @@ class DicomWebSource:
                         f"the server sent an instance of another {key} ({found})", path=key
                     )
         except InvalidMetadata as err:
-            path = _item_path(index, err)
+            error = f"{url} [{index}]: {err.args[0]}"
             self.report.reject(
-                Rejected(
-                    series=series_uid,
-                    instance=sop_uid or f"[{index}]",
-                    error=f"{url}: {err.args[0]} (at {path})",
-                )
+                Rejected(series=series_uid, instance=sop_uid or f"[{index}]", error=error)
             )
-            log.warning("%s: instance [%d] rejected: %s (at %s)", url, index, err.args[0], path)
+            log.warning("instance rejected: %s", error)
             return None
         study_url = f"{self.root}/studies/{quote(study_uid)}"
         series_url = f"{study_url}/series/{quote(series_uid)}"
@@ -278,9 +274,9 @@ class DicomWebSource:
         try:
             return naturalize(item, self.report.quirks)
         except InvalidMetadata as err:
-            path = _item_path(position, err)
-            self.report.reject(Rejected(series=None, error=f"{url}: {err.args[0]} (at {path})"))
-            log.warning("%s: row [%d] rejected: %s (at %s)", url, position, err.args[0], path)
+            error = f"{url} [{position}]: {err.args[0]}"
+            self.report.reject(Rejected(series=None, error=error))
+            log.warning("search row rejected: %s", error)
             return None
 
     def _series_rows(
