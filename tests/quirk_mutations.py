@@ -50,6 +50,13 @@ def load_series() -> list[list[dict[str, Any]]]:
     return found
 
 
+def same(a: Any, b: Any) -> bool:
+    """Equal as stored: the same JSON text (``1`` is not ``1.0``)."""
+    return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        b, option=orjson.OPT_SORT_KEYS
+    )
+
+
 def richest(series: list[dict[str, Any]]) -> dict[str, Any]:
     """The instance of a series with the most kinds of VR in it (then the largest)."""
 
@@ -151,7 +158,9 @@ def string_as_number(ds: dict[str, Any], key: str, rng: random.Random) -> bool:
     values = _values(element)
     if element["vr"] not in _TEXT or values is None:
         return False
-    if not all(isinstance(v, str) and v.isdigit() and str(int(v)) == v for v in values):
+    if not all(
+        isinstance(v, str) and v.isdigit() and len(v) < 16 and str(int(v)) == v for v in values
+    ):
         return False
     element["Value"] = [int(value) for value in values]
     return True
@@ -257,8 +266,9 @@ def inline_binary(ds: dict[str, Any], key: str, rng: random.Random) -> bool:
         if None in values:
             return False
         raw = struct.pack(f"<{len(values)}{_STRUCT[vr]}", *values)
-        if list(struct.unpack(f"<{len(values)}{_STRUCT[vr]}", raw)) != values:
-            return False  # FL loses precision as a float32
+        unpacked = struct.unpack(f"<{len(values)}{_STRUCT[vr]}", raw)
+        if list(map(repr, unpacked)) != list(map(repr, values)):
+            return False  # FL loses precision as a float32; 0 comes back as 0.0
     elif vr == "AT":
         if None in values:
             return False
