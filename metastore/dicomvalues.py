@@ -25,81 +25,22 @@ from pydicom import datadict
 
 from metastore.quirks import IGNORED, Quirk, Quirks
 
+
+def _vrs(names: str) -> frozenset[str]:
+    return frozenset(names.split())
+
+
 # PS3.5 6.2
-VRS: Final = frozenset(
-    [
-        "AE",
-        "AS",
-        "AT",
-        "CS",
-        "DA",
-        "DS",
-        "DT",
-        "FD",
-        "FL",
-        "IS",
-        "LO",
-        "LT",
-        "OB",
-        "OD",
-        "OF",
-        "OL",
-        "OV",
-        "OW",
-        "PN",
-        "SH",
-        "SL",
-        "SQ",
-        "SS",
-        "ST",
-        "SV",
-        "TM",
-        "UC",
-        "UI",
-        "UL",
-        "UN",
-        "UR",
-        "US",
-        "UT",
-        "UV",
-    ]
+VRS: Final = _vrs(
+    "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV"
 )
-BINARY_VRS: Final = frozenset(
-    ["OB", "OD", "OF", "OL", "OV", "OW", "UN"]
-)  # InlineBinary, PS3.18 F.2.7
+BINARY_VRS: Final = _vrs("OB OD OF OL OV OW UN")  # InlineBinary, PS3.18 F.2.7
 # VRs whose values PS3.18 10.4.1.1.2 may leave to a BulkDataURI.
-BULK_VRS: Final = frozenset(
-    [
-        "DS",
-        "FL",
-        "FD",
-        "IS",
-        "LT",
-        "OB",
-        "OD",
-        "OF",
-        "OL",
-        "OV",
-        "OW",
-        "SL",
-        "SS",
-        "ST",
-        "SV",
-        "UC",
-        "UL",
-        "UN",
-        "UR",
-        "US",
-        "UT",
-        "UV",
-    ]
-)
-_TEXT_VRS: Final = frozenset(
-    ["AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"]
-)
-_UNSPLIT_VRS: Final = frozenset(["LT", "ST", "UT", "UR"])  # single-valued: a backslash is text
-_INT_VRS: Final = frozenset(["US", "UL", "SS", "SL", "SV", "UV"])
-_FLOAT_VRS: Final = frozenset(["FL", "FD"])
+BULK_VRS: Final = _vrs("DS FL FD IS LT OB OD OF OL OV OW SL SS ST SV UC UL UN UR US UT UV")
+_TEXT_VRS: Final = _vrs("AE AS CS DA DT LO LT SH ST TM UC UI UR UT")
+_UNSPLIT_VRS: Final = _vrs("LT ST UT UR")  # single-valued: a backslash is text
+_INT_VRS: Final = _vrs("US UL SS SL SV UV")
+_FLOAT_VRS: Final = _vrs("FL FD")
 _STRUCT: Final = {
     "US": "H",
     "SS": "h",
@@ -192,7 +133,8 @@ def _texts(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[Any]
     return out
 
 
-def _parse_int(text: str) -> int | None:
+def parse_int(text: str) -> int | None:
+    """An integer as written: padded, with a trailing dot or an exponent (``" 12"``, ``"1.2e1"``)."""
     text = text.strip()
     try:
         return int(text)
@@ -245,7 +187,7 @@ def _numbers(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[An
                 if not piece.strip():
                     out.append(None)
                     continue
-                parsed = _parse_int(piece) if integral else _parse_float(piece)
+                parsed = parse_int(piece) if integral else _parse_float(piece)
                 if parsed is None:
                     raise _bad(vr, index, value, "a number")
                 if vr in ("SV", "UV") and len(pieces) == 1 and piece == str(parsed):

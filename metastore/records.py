@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from metastore.dicom import person_name_text
+from metastore.dicomvalues import parse_int
 from metastore.errors import InvalidMetadata
 
 # Study-level attributes (PS3.4 C.6.2.1.2, the Study Root QIDO keys) that a
@@ -189,7 +190,7 @@ def integer(meta: Mapping[str, Any], key: str, where: Where) -> int | None:
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
     elif isinstance(value, str):
-        value = _integer_text(value)
+        value = parse_int(value)
         if value is None:
             raise where.error(f"{key} must be an integer, not {_single(meta, key, where)!r}", key)
     if not isinstance(value, int):
@@ -197,20 +198,6 @@ def integer(meta: Mapping[str, Any], key: str, where: Where) -> int | None:
     if not _INT_MIN <= value <= _INT_MAX:
         raise where.error(f"{key} {value} is out of range", key)
     return value
-
-
-def _integer_text(text: str) -> int | None:
-    """An IS as written: padded, with a trailing dot or an exponent (``" 12"``, ``"12."``, ``"1.2e1"``)."""
-    text = text.strip()
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return int(number) if math.isfinite(number) and number.is_integer() else None
 
 
 def _default(value: Any) -> Any:
