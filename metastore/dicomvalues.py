@@ -133,21 +133,8 @@ def _texts(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[Any]
     return out
 
 
-def parse_int(text: str) -> int | None:
-    """An integer as written: padded, with a trailing dot or an exponent (``" 12"``, ``"1.2e1"``)."""
-    text = text.strip()
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return int(number) if math.isfinite(number) and number.is_integer() else None
-
-
-def _parse_float(text: str) -> int | float | None:
+def parse_number(text: str) -> int | float | None:
+    """A number as written (padded, an exponent, a trailing dot): an int where it is one."""
     text = text.strip()
     try:
         return int(text)  # "512" as the number 512, as a writer sending numbers would
@@ -158,6 +145,14 @@ def _parse_float(text: str) -> int | float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) else None
+
+
+def parse_int(text: str) -> int | None:
+    """An integer as written: padded, with a trailing dot or an exponent (``" 12"``, ``"1.2e1"``)."""
+    number = parse_number(text)
+    if isinstance(number, float):
+        return int(number) if number.is_integer() else None
+    return number
 
 
 def _numbers(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[Any]:
@@ -187,7 +182,7 @@ def _numbers(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[An
                 if not piece.strip():
                     out.append(None)
                     continue
-                parsed = parse_int(piece) if integral else _parse_float(piece)
+                parsed = parse_int(piece) if integral else parse_number(piece)
                 if parsed is None:
                     raise _bad(vr, index, value, "a number")
                 if vr in ("SV", "UV") and len(pieces) == 1 and piece == str(parsed):
