@@ -284,6 +284,32 @@ def naturalize(dataset: Mapping[str, Any], quirks: Quirks | None = None) -> dict
         raise InvalidMetadata(exc.message, path=exc.path) from None
 
 
+_SLOW: Final = object()
+
+
+def _fast_value(element: dict[str, Any], vr: str, size: int) -> Any:
+    """The naturalized value of an attribute in the standard form, else ``_SLOW``."""
+    if size == 2:
+        check = ONE.get(vr)
+        if check is not None:
+            value = element.get("Value")
+            if type(value) is list and value:
+                if len(value) == 1:
+                    one = value[0]
+                    if check(one):
+                        return [dict(one)] if vr == "PN" else one
+                elif all(map(check, value)):
+                    return [dict(v) for v in value] if vr == "PN" else list(value)
+        elif vr in BINARY_VRS:
+            member = "InlineBinary" if "InlineBinary" in element else "BulkDataURI"
+            data = element.get(member)
+            if type(data) is str:
+                return {member: data}
+    elif size == 1 and vr in VRS:
+        return None
+    return _SLOW
+
+
 def _naturalize(dataset: Mapping[Any, Any], quirks: Quirks) -> dict[str, Any]:
     """Naturalize a data set known to be a mapping; errors carry a relative path."""
     out: dict[str, Any] = {}
@@ -298,39 +324,23 @@ def _naturalize(dataset: Mapping[Any, Any], quirks: Quirks) -> dict[str, Any]:
             if spelling is not None:
                 quirks.add(spelling)
         name, default_vr, multi = info
-        # The fast paths: attributes as PS3.18 F.2 writes them.
-        if type(element) is dict and type(vr := element.get("vr")) is str and name not in out:
+        # The fast paths: attributes as PS3.18 F.2 writes them, or without the
+        # vr dcmjs leaves out (the default VR then; a sequence is read slowly).
+        if type(element) is dict and name not in out:
+            vr = element.get("vr")
             size = len(element)
-            if size == 2:
-                check = ONE.get(vr)
-                if check is not None:
-                    value = element.get("Value")
-                    if type(value) is list and value:
-                        if len(value) == 1:
-                            one = value[0]
-                            if check(one):
-                                out[name] = [dict(one)] if vr == "PN" else one
-                                if vr != (default_vr or "UN"):
-                                    vr_map[name] = vr
-                                continue
-                        elif all(map(check, value)):
-                            out[name] = [dict(v) for v in value] if vr == "PN" else list(value)
-                            if vr != (default_vr or "UN"):
-                                vr_map[name] = vr
-                            continue
-                elif vr in BINARY_VRS:
-                    member = "InlineBinary" if "InlineBinary" in element else "BulkDataURI"
-                    data = element.get(member)
-                    if type(data) is str:
-                        out[name] = {member: data}
-                        if vr != (default_vr or "UN"):
-                            vr_map[name] = vr
-                        continue
-            elif size == 1 and vr in VRS:
-                out[name] = None
-                if vr != (default_vr or "UN"):
-                    vr_map[name] = vr
-                continue
+            missing = vr is None and "vr" not in element
+            if missing and (default_vr is not None or "Value" not in element):
+                vr, size = default_vr or "UN", size + 1
+            if type(vr) is str:
+                fast = _fast_value(element, vr, size)
+                if fast is not _SLOW:
+                    out[name] = fast
+                    if vr != (default_vr or "UN"):
+                        vr_map[name] = vr
+                    if missing:
+                        quirks.add(Quirk.VR_MISSING)
+                    continue
         if type(element) is not dict and not isinstance(element, Mapping):
             raise PathError("an attribute must be an object", key)
         try:
