@@ -256,3 +256,43 @@ def test_fuzz_a_batch_is_stored_whole_or_not_at_all(store: MetaStore, data: st.D
     assert study is not None
     [stored] = [s for s in study["seriesLists"] if s["source"] == source]
     assert [len(series["instances"]) for series in stored["series"]] == [1]
+
+
+def _ds_as_written(value: Any) -> Any:
+    """A DS number as sloppy writers spell it: padded, a trailing dot or an exponent."""
+    if isinstance(value, list):
+        return [_ds_as_written(v) for v in value]
+    if not isinstance(value, int | float):
+        return value
+    text = repr(float(value))
+    text = text[:-1] if text.endswith(".0") else f"{text}e0"
+    return f" {text} "
+
+
+def test_display_set_geometry_reads_ds_as_written(store: MetaStore) -> None:
+    from metastore.displaysets import get_display_sets
+
+    ct = next(s for s in _series() if len(s) > 100 and "CT" in str(s[0].get("00080060")))
+    plain, written = [], []
+    for instance in ct:
+        natural = naturalize(instance)
+        natural["url"] = f"https://archive.invalid/{natural['SOPInstanceUID']}"
+        plain.append(natural)
+        sloppy = dict(natural)
+        for key in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+            sloppy[key] = _ds_as_written(sloppy[key])
+        sloppy["SliceThickness"] = _ds_as_written(sloppy.get("SliceThickness", 1.0))
+        written.append(sloppy)
+    assert written[0]["ImagePositionPatient"][0].startswith(" ")
+    store.add_instances(plain, source="plain")
+    store.add_instances(written, source="written")
+    found = get_display_sets(store, plain[0]["StudyInstanceUID"])
+    assert found is not None
+    by_source = {
+        d["source"]: d for d in found if d["SeriesInstanceUID"] == plain[0]["SeriesInstanceUID"]
+    }
+    keep = ("isReconstructable", "numImageFrames", "SOPInstanceUIDs", "messages")
+    assert by_source["plain"]["isReconstructable"] is True
+    assert {k: by_source["written"].get(k) for k in keep} == {
+        k: by_source["plain"].get(k) for k in keep
+    }
