@@ -13,6 +13,7 @@ indexed row represents it, and its counts count distinct UIDs.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from metastore.errors import QueryError
 from metastore.schema import instances, series, studies
 from metastore.search import compile as sql
 from metastore.search.attributes import Level
+from metastore.search.compile import alias as _alias
 from metastore.search.query import Search, parse
 from metastore.search.results import dicom_row, multi, return_keys
 from metastore.store import MetaStore
@@ -179,7 +181,7 @@ class _Plan:
         if level == Level.SERIES:
             where.append(_first_series(series))
         if level == Level.INSTANCE:
-            earlier = instances.alias("di")
+            earlier = _alias(instances, "di")
             where.append(
                 ~sa.exists().where(
                     earlier.c.sop_uid == instances.c.sop_uid, earlier.c.id < instances.c.id
@@ -284,9 +286,10 @@ def _source(level: Level) -> sa.FromClause:
     return instances.join(joined, series.c.id == instances.c.series_id)
 
 
+@functools.cache
 def _first_series(row: sa.FromClause) -> Any:
     """The row is the first indexed of its series (one result however many sources hold it)."""
-    other = series.alias("ds")
+    other = _alias(series, "ds")
     return ~sa.exists().where(
         other.c.study_id == row.c.study_id,
         other.c.series_uid == row.c.series_uid,
@@ -294,15 +297,16 @@ def _first_series(row: sa.FromClause) -> Any:
     )
 
 
+@functools.cache
 def _study_counts() -> list[Any]:
     """NumberOfStudyRelatedSeries/Instances: distinct UIDs, cheap when one source holds the study."""
-    s = series.alias("cs")
+    s = _alias(series, "cs")
     distinct_series = (
         sa.select(sa.func.count(sa.distinct(s.c.series_uid)))
         .where(s.c.study_id == studies.c.id)
         .scalar_subquery()
     )
-    s2, i = series.alias("cs2"), instances.alias("ci")
+    s2, i = _alias(series, "cs2"), _alias(instances, "ci")
     distinct_instances = (
         sa.select(sa.func.count(sa.distinct(i.c.sop_uid)))
         .select_from(s2.join(i, i.c.series_id == s2.c.id))
@@ -317,15 +321,16 @@ def _study_counts() -> list[Any]:
     return [distinct_series.label("study_series"), instances_count.label("study_instances")]
 
 
+@functools.cache
 def _series_count() -> Any:
     """NumberOfSeriesRelatedInstances: distinct SOP UIDs over every source's copy of the series."""
-    same = series.alias("ss")
+    same = _alias(series, "ss")
     copies = (
         sa.select(sa.func.count())
         .where(same.c.study_id == series.c.study_id, same.c.series_uid == series.c.series_uid)
         .scalar_subquery()
     )
-    same2, i = series.alias("ss2"), instances.alias("si")
+    same2, i = _alias(series, "ss2"), _alias(instances, "si")
     distinct = (
         sa.select(sa.func.count(sa.distinct(i.c.sop_uid)))
         .select_from(same2.join(i, i.c.series_id == same2.c.id))
@@ -335,9 +340,10 @@ def _series_count() -> Any:
     return sa.case((copies == 1, series.c.num_instances), else_=distinct)
 
 
+@functools.cache
 def _sop_classes(dialect: str) -> Any:
     """The distinct SOP classes of the study's instances, comma-joined."""
-    s, i = series.alias("ks"), instances.alias("ki")
+    s, i = _alias(series, "ks"), _alias(instances, "ki")
     distinct = sa.distinct(i.c.sop_class_uid)
     joined = (
         sa.func.string_agg(distinct, sa.literal(","))
