@@ -292,7 +292,22 @@ class _Sql:
                     sa.or_(node.c.parent.is_(None), sa.func.typeof(node.c.key) == "integer"),
                 )
         matched = _any(term, lambda m: self.leaf(m, term.vr, text, kind))
-        return sa.exists(sa.select(sa.literal(1)).select_from(source).where(keep, matched))
+        walk = sa.exists(sa.select(sa.literal(1)).select_from(source).where(keep, matched))
+        if len(term.path) > 1 or term.vr == "PN":
+            return walk
+        # The common case, one value at the top: read it directly (walking costs ~15 us a row).
+        if self.pg:
+            top: Any = document.op("->>")(sa.literal(term.path[0]))
+            top_kind: Any = sa.func.jsonb_typeof(document.op("->")(sa.literal(term.path[0])))
+            plain = top_kind.in_(("string", "number"))
+        else:
+            top = sa.func.json_extract(document, f'$."{term.path[0]}"')
+            plain = sa.func.json_type(document, f'$."{term.path[0]}"').in_(
+                ("text", "integer", "real")
+            )
+            top_kind = sa.func.typeof(top)
+        direct = _any(term, lambda m: self.leaf(m, term.vr, top, top_kind))
+        return sa.case((plain, direct), else_=walk)
 
     def _sqlite_leaves(self, term: Term, document: Any) -> tuple[Any, Any]:
         current = document
