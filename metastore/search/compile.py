@@ -388,7 +388,7 @@ class _Sql:
     # -- dates and times -------------------------------------------------------
 
     def sortable(self, vr: str, value: Any) -> Any:
-        """The sortable form of a stored DA/TM/DT value (``query.sortable``'s, in SQL)."""
+        """The sortable form of a stored DA/TM/DT value (``matching``'s normal form, in SQL)."""
         text = sa.func.trim(sa.cast(value, sa.Text))
         if vr == "DA":
             return sa.func.replace(sa.func.replace(text, ".", ""), "-", "")
