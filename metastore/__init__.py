@@ -24,6 +24,7 @@ from metastore.errors import (
 )
 from metastore.events import EVENTS, Consumer, Event, EventType
 from metastore.store import MetaStore, SourceInfo, WriteResult
+from metastore.version import __version__ as __version__
 
 __all__ = [
     "BadResponse",
@@ -51,7 +52,5 @@ __all__ = [
     "denaturalize",
     "naturalize",
 ]
-
-__version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

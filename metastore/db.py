@@ -2,8 +2,10 @@
 
 Everything that differs between SQLite and PostgreSQL at the connection
 level lives here: the URL rules, SQLite's pragmas and write locking, the
-upsert statement, and the translation of SQLAlchemy's exceptions into
-``metastore.errors``.
+upsert statement, the translation of SQLAlchemy's exceptions into
+``metastore.errors``, the transaction helpers every public operation opens
+(``reading``, ``writing``), the database clock leases are measured in
+(``now``, ``later``) and lease owner ids.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +122,88 @@ def translate_errors(what: str) -> Iterator[None]:
     except exc.SQLAlchemyError as err:
         detail = getattr(err, "orig", None) or err
         raise DatabaseError(f"{what} failed: {str(detail).strip().splitlines()[0]}") from err
+
+
+@contextmanager
+def writing(engine: Engine, what: str) -> Iterator[Connection]:
+    """One write transaction (``BEGIN IMMEDIATE`` on SQLite); errors name ``what``."""
+    with translate_errors(what), engine.begin() as connection:
+        yield connection
+
+
+@contextmanager
+def reading(engine: Engine, what: str) -> Iterator[Connection]:
+    """One read-only transaction (a plain ``BEGIN`` on SQLite); errors name ``what``."""
+    with translate_errors(what), engine.connect() as connection:
+        connection = connection.execution_options(metastore_readonly=True)
+        with connection.begin():
+            yield connection
+
+
+class WriteLockBusy(Exception):
+    """SQLite's write lock is taken right now (see ``writing_if_free``)."""
+
+
+@contextmanager
+def writing_if_free(engine: Engine, what: str) -> Iterator[Connection]:
+    """A write transaction, but on SQLite only if the write lock is free at once.
+
+    Raises ``WriteLockBusy`` otherwise. SQLite has one write lock, and its busy
+    handler sleeps in steps of up to 100 ms: a consumer that waits for the
+    lock behind a busy writer can starve for a second, holding up delivery.
+    What can wait for another batch (a cursor save) asks with this instead.
+    """
+    if engine.dialect.name != "sqlite":
+        with writing(engine, what) as connection:
+            yield connection
+        return
+    with translate_errors(what), engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        (patience,) = driver.execute("PRAGMA busy_timeout").fetchone()
+        driver.execute("PRAGMA busy_timeout=0")
+        try:
+            try:
+                transaction = connection.begin()
+            except sa.exc.OperationalError as err:
+                raise WriteLockBusy(what) from err
+            with transaction:
+                driver.execute(f"PRAGMA busy_timeout={int(patience)}")
+                yield connection
+        finally:
+            driver.execute(f"PRAGMA busy_timeout={int(patience)}")
+
+
+# -- the clock leases are measured in ------------------------------------------
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def now(connection: Connection) -> sa.ColumnElement[datetime]:
+    """The current time as SQL, for leases and due times.
+
+    PostgreSQL: the server's clock (``clock_timestamp()``), so every
+    machine sharing a lease reads one clock. SQLite is on this machine: its
+    clock is the local one, kept (like ``CURRENT_TIMESTAMP``) as UTC without
+    an offset.
+    """
+    if connection.dialect.name == "postgresql":
+        return sa.func.clock_timestamp()
+    return sa.literal(_utcnow(), sa.DateTime())
+
+
+def later(connection: Connection, seconds: float) -> sa.ColumnElement[datetime]:
+    """``seconds`` from ``now``, as SQL."""
+    if connection.dialect.name == "postgresql":
+        return sa.func.clock_timestamp() + sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+    return sa.literal(_utcnow() + timedelta(seconds=seconds), sa.DateTime())
+
+
+def owner_id() -> str:
+    """A lease owner id unique across machines and processes: host, pid, random suffix."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 def upsert(connection: Connection, table: sa.Table) -> Any:
@@ -309,6 +397,39 @@ def ensure_schema(engine: Engine) -> None:
         f"this metastore needs {head}: run `metastore db upgrade`",
         current=current,
         head=head,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchemaState:
+    """Where a database's schema is: its revision before and after, the code's head."""
+
+    url: str  # redacted
+    before: str | None
+    current: str | None
+    head: str
+
+    @property
+    def at_head(self) -> bool:
+        return self.current == self.head
+
+
+def schema_state(url: str | None = None, *, upgrade_to: str | None = None) -> SchemaState:
+    """The schema revision of the database at ``url`` (resolved as ``MetaStore`` does).
+
+    With ``upgrade_to`` (a revision or ``head``) the database is migrated
+    there first; ``before`` is where it was.
+    """
+    engine = create_engine(url)
+    try:
+        before = current_revision(engine)
+        if upgrade_to is not None:
+            upgrade(engine, upgrade_to)
+        after = current_revision(engine) if upgrade_to is not None else before
+    finally:
+        engine.dispose()
+    return SchemaState(
+        url=redact(resolve_url(url)), before=before, current=after, head=head_revision()
     )
 
 

@@ -37,7 +37,9 @@ class MetastoreError(Exception):
         self.context: dict[str, Any] = {k: v for k, v in context.items() if v is not None}
         for key, value in context.items():
             setattr(self, key, value)
-        super().__init__(message or (self.__doc__ or "").strip())
+        #: The message without the context that ``str()`` may add to it.
+        self.message = message or (self.__doc__ or "").strip()
+        super().__init__(self.message)
 
 
 class ConfigurationError(MetastoreError):
@@ -108,6 +110,7 @@ class InvalidMetadata(MetastoreError):
             file=file,
             **context,
         )
+        self.message = message or (self.__doc__ or "").strip()
 
 
 class UnknownSource(MetastoreError):

@@ -147,6 +147,29 @@ _COLUMNS = (
 )
 
 
+def event_row(
+    kind: EventType,
+    study_uid: str,
+    series_uid: str | None,
+    source: str | None,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """An outbox row for ``write_events``: its payload names the study, series and source."""
+    payload: dict[str, Any] = {"StudyInstanceUID": study_uid}
+    if series_uid is not None:
+        payload["SeriesInstanceUID"] = series_uid
+    if source is not None:
+        payload["source"] = source
+    payload.update(extra)
+    return {
+        "event_type": str(kind),
+        "study_uid": study_uid,
+        "series_uid": series_uid,
+        "source": source,
+        "payload": payload,
+    }
+
+
 def write_events(connection: Connection, rows: list[dict[str, Any]]) -> list[Event]:
     """Insert outbox rows (keys: event_type, study_uid, series_uid, source, payload).
 

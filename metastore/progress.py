@@ -1,28 +1,49 @@
-"""Progress of long work: a bar on a terminal, periodic log lines otherwise.
+"""Progress of long work: the library counts, a display draws.
 
-Library code reports through ``Progress``; whether that becomes a tqdm bar
-(stderr is a terminal) or an INFO log line every few seconds is decided
-here, once.
+Library code reports to a :class:`Progress` (or anything with its
+``update``: a :class:`Counter`). By itself a ``Progress`` writes an INFO log
+line every few seconds; a caller that wants more passes a
+:data:`DisplayFactory`, such as the ``metastore`` command's tqdm bar on a
+terminal (``metastore.cli.progress``). The library never draws.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
-
-from tqdm import tqdm
+from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+
+class Counter(Protocol):
+    """What long work reports to: the main quantity advances, the others add up."""
+
+    def update(self, advance: int = 1, **others: int) -> None: ...
+
+
+class Display(Protocol):
+    """Draws one ``Progress`` (a bar): called on every update, closed at the end."""
+
+    def draw(self, progress: Progress, advance: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+#: Makes the display of one piece of long work; ``True``, ``False`` and
+#: ``None`` where one is asked for mean log lines only.
+DisplayFactory = Callable[["Progress"], Display]
+Reporting = DisplayFactory | bool | None
 
 
 class Progress:
     """Counts named quantities (``studies``, ``instances``...) against an optional total.
 
-    ``total`` and ``unit`` describe the main quantity (the bar's); the others
-    are shown beside it. ``interval`` is the seconds between log lines.
+    ``total`` and ``unit`` describe the main quantity (a bar's); the others
+    are shown beside it. ``interval`` is the seconds between log lines when
+    no display draws.
     """
 
     def __init__(
@@ -32,7 +53,7 @@ class Progress:
         total: int | None = None,
         unit: str = "items",
         interval: float = 5.0,
-        bar: bool | None = None,
+        display: Reporting = None,
     ) -> None:
         self.description = description
         self.unit = unit
@@ -41,30 +62,23 @@ class Progress:
         self.interval = interval
         self._started = time.monotonic()
         self._last_log = self._started
-        use_bar = sys.stderr.isatty() if bar is None else bar
-        self._bar: Any = (
-            tqdm(total=total, desc=description, unit=f" {unit}", dynamic_ncols=True, leave=True)
-            if use_bar
-            else None
+        self._display: Display | None = (
+            None if display is None or isinstance(display, bool) else display(self)
         )
 
     def set_total(self, total: int) -> None:
         """Set or change the total of the main quantity."""
         self.total = total
-        if self._bar is not None:
-            self._bar.total = total
-            self._bar.refresh()
+        if self._display is not None:
+            self._display.draw(self, 0)
 
     def update(self, advance: int = 1, **others: int) -> None:
         """Advance the main quantity and add to the others (``instances=100``)."""
         self.counts[self.unit] += advance
         for name, value in others.items():
             self.counts[name] = self.counts.get(name, 0) + value
-        if self._bar is not None:
-            self._bar.set_postfix(
-                {k: v for k, v in self.counts.items() if k != self.unit}, refresh=False
-            )
-            self._bar.update(advance)
+        if self._display is not None:
+            self._display.draw(self, advance)
             return
         now = time.monotonic()
         if now - self._last_log >= self.interval:
@@ -89,9 +103,9 @@ class Progress:
         return f"{', '.join(parts)} in {self.elapsed:.1f}s ({rates})"
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        if self._display is not None:
+            self._display.close()
+            self._display = None
 
     def __enter__(self) -> Progress:
         return self

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,18 +19,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from metastore import db, records, writer
-from metastore.displaysets import study_display_sets
 from metastore.errors import InvalidMetadata, StoreClosed
-from metastore.events import Event, EventType, read_changes, write_events
 from metastore.imageids import frame_image_ids, strip_frame
+from metastore.names import check_name
+from metastore.outbox import Event, EventType, event_row, read_changes, write_events
 from metastore.records import Where
 from metastore.schema import instances, series, sources, studies
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Event], None]
-
-_SOURCE_NAME_MAX = 128
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,18 +113,11 @@ class MetaStore:
         state = "closed" if self._engine is None else "open"
         return f"<MetaStore {db.redact(self.url)} {state}>"
 
-    @contextmanager
-    def _writing(self, what: str) -> Iterator[Connection]:
-        with db.translate_errors(what), self.engine.begin() as connection:
-            yield connection
+    def _writing(self, what: str) -> AbstractContextManager[Connection]:
+        return db.writing(self.engine, what)
 
-    @contextmanager
-    def _reading(self, what: str) -> Iterator[Connection]:
-        engine = self.engine
-        with db.translate_errors(what), engine.connect() as connection:
-            connection = connection.execution_options(metastore_readonly=True)
-            with connection.begin():
-                yield connection
+    def _reading(self, what: str) -> AbstractContextManager[Connection]:
+        return db.reading(self.engine, what)
 
     # -- sources -------------------------------------------------------------
 
@@ -253,7 +244,7 @@ class MetaStore:
                 unchanged += len(rows) - len(written)
                 if written and not made_in_client:
                     outbox_rows.append(
-                        _event_row(
+                        event_row(
                             EventType.SERIES_ADDED,
                             study_uid,
                             None,
@@ -315,7 +306,7 @@ class MetaStore:
                 unchanged += len(by_sop) - added - changed
                 if (added or changed) and not made_in_client:
                     outbox_rows.append(
-                        _event_row(
+                        event_row(
                             EventType.INSTANCES_ADDED,
                             study_uid,
                             series_uid,
@@ -346,7 +337,7 @@ class MetaStore:
             if row is None:
                 return False
             payload = {"numSeries": row.num_series, "numInstances": row.num_instances}
-            event = _event_row(EventType.STUDY_DELETED, str(study_uid), None, None, payload)
+            event = event_row(EventType.STUDY_DELETED, str(study_uid), None, None, payload)
             events = write_events(connection, [event])
         self._notify(events)
         return True
@@ -389,18 +380,6 @@ class MetaStore:
         result = _study_dict(study)
         result["seriesLists"] = [{"source": name, "series": items} for name, items in lists.items()]
         return result
-
-    def get_display_sets(
-        self, study_uid: str, *, source: str | None = None
-    ) -> list[dict[str, Any]] | None:
-        """What a viewer shows of the study: its display sets (``metastore.displaysets``).
-
-        Read with ``get_study`` (three queries whatever the size of the
-        study); None when the study is not indexed. ``source`` keeps the
-        series list of one source.
-        """
-        study = self.get_study(study_uid)
-        return None if study is None else study_display_sets(study, source=source)
 
     def get_series(
         self, study_uid: str, series_uid: str, *, source: str | None = None
@@ -471,6 +450,19 @@ class MetaStore:
         if source is not None:
             query = query.where(sources.c.name == source)
         return connection.execute(query).mappings().first()
+
+    def study_uids(self, *, source: str | None = None) -> list[str]:
+        """Every indexed StudyInstanceUID (those with a series in ``source`` when given), sorted."""
+        query = sa.select(studies.c.study_uid).order_by(studies.c.study_uid)
+        if source is not None:
+            query = (
+                query.join(series, series.c.study_id == studies.c.id)
+                .join(sources, sources.c.id == series.c.source_id)
+                .where(sources.c.name == source)
+                .distinct()
+            )
+        with self._reading("listing studies") as connection:
+            return [str(uid) for uid in connection.execute(query).scalars()]
 
     def changes(self, after: int = 0, limit: int = 1000) -> list[Event]:
         """Outbox events with ``seq > after``, in sequence order, at most ``limit``."""
@@ -550,28 +542,6 @@ _INSTANCE_QUERY = sa.select(
 )
 
 
-def _event_row(
-    kind: EventType,
-    study_uid: str,
-    series_uid: str | None,
-    source: str | None,
-    extra: Mapping[str, Any],
-) -> dict[str, Any]:
-    payload: dict[str, Any] = {"StudyInstanceUID": study_uid}
-    if series_uid is not None:
-        payload["SeriesInstanceUID"] = series_uid
-    if source is not None:
-        payload["source"] = source
-    payload.update(extra)
-    return {
-        "event_type": str(kind),
-        "study_uid": study_uid,
-        "series_uid": series_uid,
-        "source": source,
-        "payload": payload,
-    }
-
-
 def _multi(values: list[str]) -> str | list[str]:
     # The naturalized length-1 rule: one value bare, several as a list.
     return values[0] if len(values) == 1 else values
@@ -609,8 +579,4 @@ def _instance_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def _check_source_name(name: Any) -> None:
-    if not isinstance(name, str) or not name.strip() or len(name) > _SOURCE_NAME_MAX:
-        raise InvalidMetadata(
-            f"a source name must be a non-empty string of at most {_SOURCE_NAME_MAX} characters",
-            field="source",
-        )
+    check_name(name, "source", InvalidMetadata, field="source")

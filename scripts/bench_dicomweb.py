@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from orthanc_local import LocalOrthanc, ct_study  # noqa: E402
 
 from metastore import MetaStore  # noqa: E402
-from metastore.runner import ingest_source  # noqa: E402
+from metastore.ingest import ingest_source  # noqa: E402
 from metastore.schema import metadata  # noqa: E402
 from metastore.sources.dicomweb import DicomWebSource, dicomweb_config  # noqa: E402
 
@@ -116,8 +116,8 @@ def main() -> None:
             config = dicomweb_config(orthanc.root, name="orthanc")
             summary = ingest_source(url, config, workers=workers, lease=120)
             if summary.instances != total or summary.failures:
-                raise SystemExit(f"ingest incomplete: {summary.describe()}")
-            rate = summary.instances / summary.elapsed
+                raise SystemExit(f"ingest incomplete: {summary}")
+            rate = summary.instances / summary.seconds
             rates[workers] = rate
             print(f"{workers:>7}  {floor:>12,.0f}  {rate:>13,.0f}  {rate / floor:>6.0%}")
         print(f"scaling, 4 workers over 1: {rates[4] / rates[1]:.2f}x")

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from metastore import MetaStore
+from metastore.cli.progress import terminal
 from metastore.progress import Progress
 
 STUDY = "2.25.314159265358979323846264338327950288"
@@ -38,7 +39,9 @@ ROOT = "https://pacs.example/dicomweb"
 
 def generate(store: MetaStore, series_count: int, per_series: int) -> int:
     """Index the benchmark study (idempotent); returns its number of instances."""
-    with Progress("indexing the benchmark study", total=series_count, unit="series") as progress:
+    with Progress(
+        "indexing the benchmark study", total=series_count, unit="series", display=terminal()
+    ) as progress:
         for s in range(series_count):
             series_uid = f"{STUDY}.{s + 1}"
             batch = []

@@ -40,6 +40,7 @@ import psycopg
 import sqlalchemy as sa
 
 from metastore import Consumer, Event, MetaStore
+from metastore.cli.progress import terminal
 from metastore.events import write_events
 from metastore.progress import Progress
 
@@ -81,7 +82,7 @@ def paced(rate: float, seconds: float, label: str) -> Iterator[int]:
     """0, 1, 2 ... yielded ``rate`` times a second for ``seconds``."""
     total = int(rate * seconds)
     start = time.perf_counter()
-    with Progress(label, total=total, unit="events") as progress:
+    with Progress(label, total=total, unit="events", display=terminal()) as progress:
         for n in range(total):
             delay = start + n / rate - time.perf_counter()
             if delay > 0:
@@ -205,7 +206,10 @@ def raw_latency_sqlite(path: str, rate: float, seconds: float, poll: float) -> l
 
 
 def preload(url: str, count: int) -> None:
-    with MetaStore(url) as store, Progress("writing events", total=count, unit="events") as bar:
+    with (
+        MetaStore(url) as store,
+        Progress("writing events", total=count, unit="events", display=terminal()) as bar,
+    ):
         for start in range(0, count, 5000):
             rows = [
                 {

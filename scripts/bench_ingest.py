@@ -38,8 +38,8 @@ import psycopg
 import sqlalchemy as sa
 
 from metastore import MetaStore
+from metastore.ingest import ingest_launch_file
 from metastore.schema import instances
-from metastore.sources.dicomjson import ingest_launch_file
 
 # The instances table's own columns, less those the database fills in.
 _RAW_COLUMNS = tuple(

@@ -29,6 +29,7 @@ import orjson
 import sqlalchemy as sa
 
 from metastore import MetaStore, db
+from metastore.cli.progress import terminal
 from metastore.progress import Progress
 
 log = logging.getLogger("bench_store")
@@ -106,7 +107,7 @@ def batches(
 def measure_store(url: str, data: list[list[dict[str, Any]]]) -> tuple[float, MetaStore]:
     store = MetaStore(url)
     total = sum(len(b) for b in data)
-    with Progress("metastore", total=total, unit="instances") as progress:
+    with Progress("metastore", total=total, unit="instances", display=terminal()) as progress:
         started = time.perf_counter()
         for batch in data:
             store.add_instances(batch, source="bench")
@@ -131,7 +132,7 @@ def measure_floor(url: str, data: list[list[dict[str, Any]]]) -> float:
             if engine.dialect.name == "postgresql"
             else _executemany_writer(engine)
         )
-        with Progress("floor", total=total, unit="instances") as progress:
+        with Progress("floor", total=total, unit="instances", display=terminal()) as progress:
             started = time.perf_counter()
             for batch in data:
                 write([(i["SOPInstanceUID"], orjson.dumps(i).decode()) for i in batch])

@@ -20,8 +20,8 @@ import logging
 import sys
 
 from metastore.errors import MetastoreError
-from metastore.export import write_launch_file
-from metastore.sources.folder import launch_studies, scan_folder
+from metastore.launchfile import launch_studies, write_launch_file
+from metastore.sources.folder import scan_folder, series_by_study
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         index = scan_folder(args.folder, url_root=args.url_root)
-        studies = write_launch_file(args.out, launch_studies(index))
+        studies = write_launch_file(args.out, launch_studies(series_by_study(index)))
     except MetastoreError as err:
         print(f"dicom_json_generator: error: {err}", file=sys.stderr)
         return 1

@@ -32,9 +32,9 @@ import pydicom.data
 
 import metastore
 from metastore import naturalize
-from metastore.export import write_launch_file
+from metastore.launchfile import launch_studies, write_launch_file
 from metastore.records import SERIES_COMPUTED, STUDY_COMPUTED
-from metastore.sources.folder import launch_studies, scan_folder
+from metastore.sources.folder import scan_folder, series_by_study
 
 DATA = Path(metastore.__file__).resolve().parent / "data"
 TREE = DATA / "static-dicomweb" / "studies"
@@ -111,7 +111,9 @@ def main() -> None:
     # pydicom's waveform_ecg.dcm is the tree's ECG study: keep the tree's copy.
     for study in tree:
         index.studies.pop(study["StudyInstanceUID"], None)
-    count = write_launch_file(args.out, itertools.chain(tree, launch_studies(index)))
+    count = write_launch_file(
+        args.out, itertools.chain(tree, launch_studies(series_by_study(index)))
+    )
     print(f"wrote {count} studies to {args.out} ({len(index.unreadable)} pydicom files skipped)")
 
 

@@ -12,6 +12,7 @@ import pytest
 from helpers import instances, series_meta
 
 from metastore import MetaStore, cli, db
+from metastore.cli._common import EnvDefault, EnvFlag
 
 
 def _parsers(parser: argparse.ArgumentParser, path: str = "metastore"):  # type: ignore[no-untyped-def]
@@ -32,7 +33,7 @@ def test_every_command_has_help_and_every_option_an_env_twin() -> None:
                 continue
             assert action.help, f"{path} {action.dest} has no help"
             if action.option_strings:
-                assert isinstance(action, cli._EnvDefault | cli._EnvFlag), (
+                assert isinstance(action, EnvDefault | EnvFlag), (
                     f"{path} {action.option_strings[0]} has no METASTORE_* twin"
                 )
                 assert action.env.startswith("METASTORE_")

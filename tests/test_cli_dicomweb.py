@@ -107,7 +107,7 @@ def test_worker_serves_queued_jobs(
     url = f"sqlite:///{tmp_path}/w.db"
     # Queue with one command (no workers: a filter nothing matches leaves 0 jobs), then
     # queue for real and let `metastore worker --once` drain.
-    from metastore.runner import enqueue_studies
+    from metastore.ingest import enqueue_studies
     from metastore.sources.dicomweb import dicomweb_config
     from metastore.sources.static_wado import StaticWadoSource
 

@@ -13,7 +13,7 @@ from displaysets_helpers import load_real
 
 from metastore import MetaStore
 from metastore.cli import main
-from metastore.displaysets import handlers
+from metastore.displaysets import get_display_sets, handlers
 
 PETCT = "1.3.6.1.4.1.25403.345050719074.3824.20170125113417.1"
 PLUGINS = Path(__file__).resolve().parent / "plugins"
@@ -25,7 +25,7 @@ def test_prints_the_display_sets_of_a_study_as_json(
     with MetaStore(db_url) as store:
         load_real(store, only={PETCT})
         load_real(store, source="mirror", only={PETCT})
-        expected = store.get_display_sets(PETCT)
+        expected = get_display_sets(store, PETCT)
     assert main(["--db", db_url, "displaysets", PETCT]) == 0
     printed = orjson.loads(capsys.readouterr().out)
     assert printed == expected

@@ -11,10 +11,11 @@ import pytest
 from launch_helpers import http_server, launch_instance, launch_study, table_rows, write_launch
 
 from metastore import EVENTS, InvalidMetadata, MetaStore, SourceError
-from metastore.export import export_launch_file
-from metastore.export import launch_study as export_study
+from metastore.ingest import ingest_launch_file
+from metastore.launchfile import launch_study as export_study
+from metastore.launchfile.export import export_launch_file
 from metastore.sources import SourceConfig, open_source
-from metastore.sources.dicomjson import DicomJsonSource, ingest_launch_file
+from metastore.sources.dicomjson import DicomJsonSource
 
 SAMPLE = Path(__file__).resolve().parent.parent / "metastore" / "data" / "sample.json.gz"
 

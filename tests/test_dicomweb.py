@@ -12,8 +12,7 @@ import sqlalchemy as sa
 from servers import GENERATED_INSTANCES, GENERATED_SERIES, PYDICOM_FILES, Orthanc
 
 from metastore import MetaStore, SourceError, naturalize
-from metastore.ingest import JobQueue
-from metastore.runner import drain, ingest_source
+from metastore.ingest import JobQueue, drain, ingest_source
 from metastore.schema import metadata as schema_metadata
 from metastore.sources import SourceConfig, open_source
 from metastore.sources.dicomweb import DicomWebSource, dicomweb_config

@@ -16,7 +16,13 @@ from displaysets_helpers import EXPECTED, load_real, summary, with_image_ids
 from helpers import instance_meta, instances, real_studies, series_meta, study_meta
 
 from metastore import MetaStore
-from metastore.displaysets import UID_NAMESPACE, display_set_uid, sopclasses, study_display_sets
+from metastore.displaysets import (
+    UID_NAMESPACE,
+    display_set_uid,
+    get_display_sets,
+    sopclasses,
+    study_display_sets,
+)
 from metastore.displaysets.handlers import SEGMENTATION, STACK
 
 UID_SHAPE = re.compile(r"^2\.25\.(0|[1-9][0-9]*)$")
@@ -71,7 +77,7 @@ def test_every_real_series_gives_the_display_sets_a_viewer_shows(real_store: Met
     studies = [study["StudyInstanceUID"] for study, _, _ in real_studies()]
     seen: dict[str, list[tuple[str, int, int, bool | None]]] = {}
     for study_uid in studies:
-        display_sets = real_store.get_display_sets(study_uid)
+        display_sets = get_display_sets(real_store, study_uid)
         assert display_sets is not None
         study = real_store.get_study(study_uid)
         assert study is not None
@@ -99,7 +105,7 @@ def test_every_real_series_gives_the_display_sets_a_viewer_shows(real_store: Met
 def test_real_display_sets_carry_their_handlers_fields(real_store: MetaStore) -> None:
     sets: dict[str, list[dict[str, Any]]] = {}
     for study, _, _ in real_studies():
-        sets.update(by_series(real_store.get_display_sets(study["StudyInstanceUID"]) or []))
+        sets.update(by_series(get_display_sets(real_store, study["StudyInstanceUID"]) or []))
 
     [flair] = sets["1.2.826.0.13251432571622157432418024103657242430176808"]
     assert flair["missingFrames"] == 11
@@ -140,7 +146,7 @@ def test_real_display_sets_carry_their_handlers_fields(real_store: MetaStore) ->
 
 def test_real_reports_point_at_the_display_sets_they_measure(real_store: MetaStore) -> None:
     sella = by_series(
-        real_store.get_display_sets("1.2.840.113619.2.5.1762583153.215519.978957063.78") or []
+        get_display_sets(real_store, "1.2.840.113619.2.5.1762583153.215519.978957063.78") or []
     )
     [coronal] = sella["1.2.840.113619.2.5.1762583153.215519.978957063.135"]
     [sagittal] = sella["1.2.840.113619.2.5.1762583153.215519.978957063.121"]
@@ -150,7 +156,7 @@ def test_real_reports_point_at_the_display_sets_they_measure(real_store: MetaSto
     assert arrow["referencedDisplaySetInstanceUIDs"] == [coronal["displaySetInstanceUID"]]
     assert length["referencedDisplaySetInstanceUIDs"] == [sagittal["displaySetInstanceUID"]]
     nlst = by_series(
-        real_store.get_display_sets("1.2.840.113654.2.55.242841386983064378162007136685545369722")
+        get_display_sets(real_store, "1.2.840.113654.2.55.242841386983064378162007136685545369722")
         or []
     )
     [ct] = nlst["1.2.840.113654.2.55.214483182570512319377495527619089952642"]
@@ -163,7 +169,7 @@ def test_volumes_are_ordered_along_the_normal_and_the_rest_by_instance_number(
     real_store: MetaStore,
 ) -> None:
     petct = by_series(
-        real_store.get_display_sets("1.3.6.1.4.1.25403.345050719074.3824.20170125113417.1") or []
+        get_display_sets(real_store, "1.3.6.1.4.1.25403.345050719074.3824.20170125113417.1") or []
     )
     [ct] = petct["1.3.6.1.4.1.25403.345050719074.3824.20170125113545.4"]
     series = real_store.get_series(ct["StudyInstanceUID"], ct["SeriesInstanceUID"])
@@ -175,7 +181,7 @@ def test_volumes_are_ordered_along_the_normal_and_the_rest_by_instance_number(
         f"{uid}/frames/1" for uid in ct["SOPInstanceUIDs"]
     ]
     sella = by_series(
-        real_store.get_display_sets("1.2.840.113619.2.5.1762583153.215519.978957063.78") or []
+        get_display_sets(real_store, "1.2.840.113619.2.5.1762583153.215519.978957063.78") or []
     )
     [localizer] = sella["1.2.840.113619.2.5.1762583153.215519.978957063.79"]
     series = real_store.get_series(localizer["StudyInstanceUID"], localizer["SeriesInstanceUID"])
@@ -190,7 +196,7 @@ def test_uids_are_the_same_from_the_store_and_from_a_plain_study_dict(
 ) -> None:
     """The same index gives the same UIDs: here, two databases and no database at all."""
     for study, series_rows, per_series in real_studies():
-        from_store = real_store.get_display_sets(study["StudyInstanceUID"]) or []
+        from_store = get_display_sets(real_store, study["StudyInstanceUID"]) or []
         plain = {
             "StudyInstanceUID": study["StudyInstanceUID"],
             "seriesLists": [
@@ -240,9 +246,9 @@ def test_the_uid_is_the_documented_name_based_uuid() -> None:
 
 def test_a_stack_keeps_its_uid_as_the_series_grows(store: MetaStore) -> None:
     store.add_instances(instances(count=5), source="pacs")
-    [before] = store.get_display_sets("1.2.3") or []
+    [before] = get_display_sets(store, "1.2.3") or []
     store.add_instances([instance_meta(number=6)], source="pacs")
-    [after] = store.get_display_sets("1.2.3") or []
+    [after] = get_display_sets(store, "1.2.3") or []
     assert after["displaySetInstanceUID"] == before["displaySetInstanceUID"]
     assert (before["numImageFrames"], after["numImageFrames"]) == (5, 6)
 
@@ -252,9 +258,9 @@ def test_one_study_is_read_with_a_fixed_number_of_queries(store: MetaStore) -> N
     for k in range(6):
         store.add_instances(instances(study="2.2", series=f"2.2.{k}", count=40), source="pacs")
     with counted_statements(store) as small:
-        assert len(store.get_display_sets("1.1") or []) == 1
+        assert len(get_display_sets(store, "1.1") or []) == 1
     with counted_statements(store) as large:
-        assert len(store.get_display_sets("2.2") or []) == 6
+        assert len(get_display_sets(store, "2.2") or []) == 6
     assert len(small) == len(large) == 3
 
 
@@ -262,17 +268,17 @@ def test_each_source_has_its_own_display_sets(store: MetaStore) -> None:
     for source in ("pacs", "mirror"):
         store.add_series_metadata([series_meta()], source=source)
         store.add_instances(instances(count=3), source=source)
-    both = store.get_display_sets("1.2.3") or []
+    both = get_display_sets(store, "1.2.3") or []
     assert [d["source"] for d in both] == ["mirror", "pacs"]
     assert len({d["displaySetInstanceUID"] for d in both}) == 2
-    only = store.get_display_sets("1.2.3", source="pacs") or []
+    only = get_display_sets(store, "1.2.3", source="pacs") or []
     assert [d["displaySetInstanceUID"] for d in only] == [both[1]["displaySetInstanceUID"]]
 
 
 def test_an_unknown_study_has_no_display_sets(store: MetaStore) -> None:
-    assert store.get_display_sets("9.9.9") is None
+    assert get_display_sets(store, "9.9.9") is None
     store.add_study(study_meta("9.9.9"))
-    assert store.get_display_sets("9.9.9") == []
+    assert get_display_sets(store, "9.9.9") == []
 
 
 def test_a_segmentation_points_at_the_stack_it_segments(store: MetaStore) -> None:
@@ -293,7 +299,7 @@ def test_a_segmentation_points_at_the_stack_it_segments(store: MetaStore) -> Non
     )
     del seg["ImagePositionPatient"]
     store.add_instances([seg], source="pacs")
-    stack, segmentation = store.get_display_sets("1.2.3") or []
+    stack, segmentation = get_display_sets(store, "1.2.3") or []
     assert segmentation["SOPClassHandlerId"] == SEGMENTATION
     assert segmentation["Modality"] == "SEG"
     assert segmentation["referencedDisplaySetInstanceUID"] == stack["displaySetInstanceUID"]

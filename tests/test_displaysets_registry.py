@@ -15,6 +15,7 @@ from metastore.displaysets import (
     DisplaySet,
     SopClassHandler,
     all_handlers,
+    get_display_sets,
     handlers,
     refresh,
     register,
@@ -246,7 +247,7 @@ def test_installed_handlers_plug_in_through_their_entry_points(
     made = {
         d["SeriesInstanceUID"]: d
         for study in (PETCT, WMHI)
-        for d in store.get_display_sets(study) or []
+        for d in get_display_sets(store, study) or []
     }
     volume = made["1.3.6.1.4.1.25403.345050719074.3824.20170125113545.4"]
     assert (volume["SOPClassHandlerId"], volume["volume"], volume["numImageFrames"]) == (
@@ -269,7 +270,7 @@ def test_without_the_package_the_built_ins_show_the_same_series(store: MetaStore
     load_real(store, only={PETCT})
     [volume] = [
         d
-        for d in store.get_display_sets(PETCT) or []
+        for d in get_display_sets(store, PETCT) or []
         if d["SeriesInstanceUID"].endswith("113545.4")
     ]
     assert volume["SOPClassHandlerId"] == handlers.STACK

@@ -21,7 +21,8 @@ from metastore import (
     HandlerFailed,
     MetaStore,
 )
-from metastore.events import _Listen, list_consumers, parse_types, prune, remove_consumer, tail
+from metastore.events import list_consumers, parse_types, prune, remove_consumer, tail
+from metastore.events.wakeup import _Listen
 from metastore.schema import consumers
 
 

@@ -16,14 +16,10 @@ import pydicom.data
 import pytest
 
 from metastore import MetaStore
+from metastore.ingest import ingest_folder, ingest_launch_file
+from metastore.launchfile import LAUNCH_INSTANCE_KEYS
 from metastore.sources import SourceConfig, open_source
-from metastore.sources.dicomjson import ingest_launch_file
-from metastore.sources.folder import (
-    LAUNCH_INSTANCE_KEYS,
-    FolderSource,
-    ingest_folder,
-    scan_folder,
-)
+from metastore.sources.folder import FolderSource, scan_folder
 
 PYDICOM_FILES = Path(pydicom.data.__file__).resolve().parent / "test_files"
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"

@@ -20,8 +20,7 @@ from helpers import DATA, read_gz
 
 from metastore import MetaStore
 from metastore.errors import LeaseLost, SourceUnavailable, UnknownSource
-from metastore.ingest import JobQueue, Worker
-from metastore.runner import enqueue_studies
+from metastore.ingest import JobQueue, Worker, enqueue_studies
 from metastore.schema import ingest_jobs, instances, outbox, series
 from metastore.sources import SourceConfig, kinds, open_source, register
 

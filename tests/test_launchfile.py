@@ -13,9 +13,9 @@ import pytest
 from launch_helpers import launch_instance, launch_study, write_launch
 
 from metastore import InvalidMetadata
-from metastore import launchfile as launchfile_module
 from metastore.imageids import frame_image_ids, frame_number, instance_image_ids, strip_frame
 from metastore.launchfile import LaunchStudy, StudyFailure, read_studies
+from metastore.launchfile import read as launchfile_module
 
 
 def read(document: Any) -> list[LaunchStudy | StudyFailure]:
@@ -238,7 +238,7 @@ def test_truncated_json_names_where_it_broke() -> None:
 
 
 def test_truncated_gzip_is_reported_not_crashed(tmp_path: Path) -> None:
-    from metastore.sources._stream import open_bytes
+    from metastore.sources.stream import open_bytes
 
     path = write_launch(tmp_path / "x.json.gz", [launch_study()])
     path.write_bytes(path.read_bytes()[:-40])
@@ -278,7 +278,7 @@ def test_memory_is_bounded_by_a_series_not_the_file(monkeypatch: pytest.MonkeyPa
 
 
 def test_gzip_files_are_read_whatever_their_name(tmp_path: Path) -> None:
-    from metastore.sources._stream import open_bytes
+    from metastore.sources.stream import open_bytes
 
     path = tmp_path / "plain-name.json"
     path.write_bytes(gzip.compress(orjson.dumps({"studies": [launch_study()]})))

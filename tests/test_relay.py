@@ -16,7 +16,7 @@ from feed_helpers import WAIT, Endpoint, add_events, cursor, until
 
 from metastore import ConfigurationError, DeliveryError, Event, MetaStore
 from metastore.events import EVENTS
-from metastore.relay import SIGNATURE_HEADER, WebhookRelay, relay_webhook, verify_signature
+from metastore.events.relay import SIGNATURE_HEADER, WebhookRelay, relay_webhook, verify_signature
 
 SECRET = b"correct horse battery staple"
 

@@ -9,7 +9,7 @@ from helpers import DATA, read_gz
 from servers import StaticTree
 
 from metastore import MetaStore
-from metastore.runner import ingest_source
+from metastore.ingest import ingest_source
 from metastore.sources import SourceConfig, open_source
 from metastore.sources.static_wado import StaticWadoSource
 

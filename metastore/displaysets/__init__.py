@@ -5,10 +5,10 @@ modules; this package does the same without a viewer, for services that
 read the index (study lists, hanging protocols, prefetchers)::
 
     from metastore import MetaStore
-    from metastore.displaysets import study_display_sets
+    from metastore.displaysets import get_display_sets
 
     with MetaStore() as store:
-        for display_set in store.get_display_sets(study_uid):
+        for display_set in get_display_sets(store, study_uid) or []:
             print(display_set["SOPClassHandlerId"], display_set["numImageFrames"])
 
 Every display set is a JSON-ready dict with ``displaySetInstanceUID``
@@ -42,6 +42,7 @@ from metastore.displaysets.build import (
 )
 from metastore.displaysets.geometry import Issue, Reconstructability, check_multiframe, check_stack
 from metastore.displaysets.handlers import BUILTIN_HANDLERS
+from metastore.displaysets.indexed import get_display_sets
 from metastore.displaysets.model import DisplaySet, GetDisplaySets, SopClassHandler
 from metastore.displaysets.registry import ENTRY_POINT_GROUP, all_handlers, refresh, register
 
@@ -57,6 +58,7 @@ __all__ = [
     "check_multiframe",
     "check_stack",
     "display_set_uid",
+    "get_display_sets",
     "all_handlers",
     "refresh",
     "register",

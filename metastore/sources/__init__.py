@@ -1,7 +1,9 @@
 """Where metadata comes from: the ``Source`` protocol and the registry of kinds.
 
 A source adapter turns one backend into naturalized metadata (the shape
-``MetaStore`` takes); it never touches the database. Its methods follow
+``MetaStore`` takes); it never touches the database: ``metastore.ingest``
+writes what it yields. A source that reads a whole file or folder in one
+pass also yields :class:`StudyMetadata`, one study at a time. Its methods follow
 OHIF's data source module: search studies, search the series of a study,
 retrieve a series' instance metadata, and the image ids of an instance.
 
@@ -14,7 +16,7 @@ dependencies load only when it is used); custom kinds register through the
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import entry_points
@@ -40,6 +42,21 @@ class SourceConfig:
     root: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyMetadata:
+    """One study as a source yields it, ready to be written.
+
+    ``study`` holds the study-level fields, ``summaries`` the series-level
+    fields of each series (one ``SERIES_ADDED``), ``series`` each series'
+    instances, read one series at a time as it is iterated (one
+    ``INSTANCES_ADDED`` each).
+    """
+
+    study: Mapping[str, Any]
+    summaries: Sequence[Mapping[str, Any]]
+    series: Iterable[list[dict[str, Any]]]
 
 
 @runtime_checkable
@@ -123,6 +140,7 @@ __all__ = [
     "Source",
     "SourceConfig",
     "SourceFactory",
+    "StudyMetadata",
     "factory_for",
     "kinds",
     "open_source",

@@ -1,15 +1,11 @@
-"""OHIF DICOM JSON launch files as a source: ingest one, or serve its studies.
+"""OHIF DICOM JSON launch files as a source (``config.root``: a path or an http(s) URL).
 
-:func:`ingest_launch_file` reads a launch file (a path or an http(s) URL)
-once, front to back, and writes each study through ``MetaStore``: the study
-row, its series summaries (one ``SERIES_ADDED``), then one transaction and
-one ``INSTANCES_ADDED`` per series. A study is written only once all of it
-has been read and checked, so a bad study leaves nothing behind.
-
-:class:`DicomJsonSource` implements the ``Source`` protocol for the job
-queue: ``config.root`` is the path or URL. A launch file has no index, so
-each lookup of a study scans the file (the most recent study is kept); for a
-whole file, one call of :func:`ingest_launch_file` is one pass.
+:meth:`DicomJsonSource.studies` reads the file once, front to back, and
+yields each study once all of it has been read and checked (a bad study is
+a ``StudyFailure``), so whoever writes what it yields never stores part of a
+bad study; ``metastore.ingest.ingest_launch_file`` does. For the job queue
+it implements the ``Source`` protocol: a launch file has no index, so each
+lookup of a study scans the file (the most recent study is kept).
 """
 
 from __future__ import annotations
@@ -18,74 +14,15 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from metastore.errors import ConfigurationError, InvalidMetadata, MetastoreError
+from metastore.errors import ConfigurationError, MetastoreError
 from metastore.imageids import instance_image_ids
 from metastore.launchfile import LaunchStudy, StudyFailure, read_studies
-from metastore.progress import Progress
-from metastore.sources import SourceConfig
-from metastore.sources._ingest import FileIngestSummary, Tally, write_study
-from metastore.sources._stream import display_name, open_bytes, redact_url, stem
-from metastore.store import MetaStore
+from metastore.sources import SourceConfig, StudyMetadata
+from metastore.sources.stream import display_name, open_bytes
 
 log = logging.getLogger(__name__)
 
 KIND = "dicomjson"
-
-
-def ingest_launch_file(
-    store: MetaStore,
-    location: str,
-    *,
-    source: str | None = None,
-    keep_going: bool = False,
-    headers: Mapping[str, str] | None = None,
-    progress: bool | None = None,
-) -> FileIngestSummary:
-    """Index every study of a launch file (a path or an http(s) URL).
-
-    ``source`` defaults to the file's stem (``studies.json.gz`` ->
-    ``studies``); it is registered as kind ``dicomjson`` with the path or
-    the URL without its query string. A bad study raises
-    ``InvalidMetadata`` naming the file, the JSON path and the UIDs, and
-    nothing of it is stored (the studies before it are). With
-    ``keep_going`` the bad studies are skipped and listed in the summary's
-    ``failures``. ``progress`` forces the bar on or off (default: a bar on
-    a terminal, log lines otherwise).
-    """
-    name = source or stem(location)
-    shown = display_name(location)
-    store.register_source(name, KIND, root_url=redact_url(location))
-    tally = Tally()
-    with (
-        Progress(f"ingest {shown}", unit="studies", bar=progress) as bar,
-        open_bytes(location, headers=headers) as stream,
-    ):
-        try:
-            for item in read_studies(stream, name=shown):
-                if isinstance(item, StudyFailure):
-                    if not keep_going:
-                        raise item.error
-                    log.warning("%s: skipped %s", shown, item)
-                    tally.failures.append(item)
-                    continue
-                with item:
-                    counts = write_study(
-                        store,
-                        item.study,
-                        item.summaries,
-                        (instances for _summary, instances in item.series()),
-                        source=name,
-                    )
-                tally.add(studies=1, **counts)
-                bar.update(1, instances=counts["instances"])
-        except InvalidMetadata as err:
-            if not keep_going or not tally.counts["studies"] and not tally.failures:
-                raise
-            # Unreadable from here on (broken JSON): keep what was ingested, report the rest.
-            tally.failures.append(StudyFailure(index=-1, study_uid=None, error=err))
-        summary = tally.summary(name, bar.elapsed)
-    log.info("%s: %s", shown, summary)
-    return summary
 
 
 class DicomJsonSource:
@@ -104,6 +41,28 @@ class DicomJsonSource:
     def _studies(self) -> Iterator[LaunchStudy | StudyFailure]:
         with open_bytes(self._root, headers=self.config.headers) as stream:
             yield from read_studies(stream, name=display_name(self._root))
+
+    @property
+    def location(self) -> str:
+        """The file or URL as it may be shown and stored (no query string, no user info)."""
+        return display_name(self._root)
+
+    def studies(self) -> Iterator[StudyMetadata | StudyFailure]:
+        """Every study of the file in one pass, each once it has been read and checked.
+
+        A study's spool is dropped when the next one is asked for, so write
+        each before moving on.
+        """
+        for item in self._studies():
+            if isinstance(item, StudyFailure):
+                yield item
+                continue
+            with item:
+                yield StudyMetadata(
+                    study=item.study,
+                    summaries=item.summaries,
+                    series=(instances for _summary, instances in item.series()),
+                )
 
     def search_studies(self, query: Mapping[str, Any] | None = None) -> Iterable[dict[str, Any]]:
         """Study-level rows whose fields equal every key of ``query`` (all when None)."""

@@ -32,7 +32,6 @@ import email.utils
 import gzip
 import logging
 import os
-import random
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -51,6 +50,7 @@ from metastore.errors import (
     SourceUnavailable,
 )
 from metastore.imageids import frame_image_ids
+from metastore.retry import backoff
 from metastore.sources import SourceConfig
 
 log = logging.getLogger(__name__)
@@ -286,8 +286,7 @@ class DicomWebSource:
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_backoff)
-        ceiling = min(self.max_backoff, self.backoff * 2**attempt)
-        return random.uniform(ceiling / 2, ceiling)  # jitter spreads out many workers
+        return backoff(attempt + 1, self.backoff, self.max_backoff)
 
     def _get_once(self, url: str, params: Mapping[str, Any] | None, what: str) -> list[Any]:
         if self._client is None:

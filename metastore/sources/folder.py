@@ -1,4 +1,4 @@
-"""A folder of DICOM files as a source: index it, or turn it into launch-file studies.
+"""A folder of DICOM files as a source: its studies, read one series at a time.
 
 Files are read with pydicom without their pixel data
 (``stop_before_pixels``) and converted through the DICOM JSON model
@@ -38,10 +38,8 @@ from metastore.dicom import naturalize
 from metastore.errors import ConfigurationError, InvalidMetadata, MetastoreError
 from metastore.imageids import instance_image_ids
 from metastore.launchfile import StudyFailure
-from metastore.progress import Progress
-from metastore.sources import SourceConfig
-from metastore.sources._ingest import FileIngestSummary, Tally, write_study
-from metastore.store import MetaStore
+from metastore.progress import Progress, Reporting
+from metastore.sources import SourceConfig, StudyMetadata
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +95,7 @@ def _uids(dataset: pydicom.Dataset) -> tuple[str, str, str]:
 
 
 def scan_folder(
-    root: str | Path, *, url_root: str | None = None, progress: bool | None = None
+    root: str | Path, *, url_root: str | None = None, progress: Reporting = None
 ) -> FolderIndex:
     """Group every DICOM file under ``root`` by study and series (reading only UIDs)."""
     base = Path(root)
@@ -111,7 +109,7 @@ def scan_folder(
         for name in names
         if name not in _SKIP_NAMES
     )
-    with Progress(f"scan {base}", unit="files", total=len(paths), bar=progress) as bar:
+    with Progress(f"scan {base}", unit="files", total=len(paths), display=progress) as bar:
         for path in paths:
             bar.update(1)
             shown = str(path.relative_to(base))
@@ -125,7 +123,8 @@ def scan_folder(
                 TypeError,
                 EOFError,
             ) as err:
-                reason = str(err).split(" (", 1)[0] or type(err).__name__
+                text = err.message if isinstance(err, InvalidMetadata) else str(err)
+                reason = text or type(err).__name__
                 log.warning("skipped %s: %s", shown, reason)
                 index.unreadable.append((shown, reason))
                 continue
@@ -182,57 +181,29 @@ def iter_series(index: FolderIndex, study_uid: str) -> Iterator[tuple[str, list[
             yield series_uid, instances
 
 
-def ingest_folder(
-    store: MetaStore,
-    root: str | Path,
-    *,
-    url_root: str | None = None,
-    source: str | None = None,
-    keep_going: bool = False,
-    progress: bool | None = None,
-) -> FileIngestSummary:
-    """Index every DICOM file under ``root``; unreadable files are reported and skipped.
+def folder_studies(index: FolderIndex) -> Iterator[StudyMetadata | StudyFailure]:
+    """Each study of the folder: its row and series summaries from each series' first file,
+    then each series read in full as it is iterated.
 
-    ``source`` defaults to the folder's name (kind ``folder``). Per study:
-    its row, its series summaries (one ``SERIES_ADDED``), then one
-    transaction and one ``INSTANCES_ADDED`` per series. A study the store
-    refuses raises ``InvalidMetadata``, or with ``keep_going`` is listed in
-    the summary's ``failures``.
+    A study whose first files hold metadata that cannot be read is a ``StudyFailure``.
     """
-    base = Path(root)
-    name = source or base.resolve().name or "folder"
-    index = scan_folder(base, url_root=url_root, progress=progress)
-    store.register_source(
-        name, KIND, root_url=index.url_root, settings={"path": str(base.resolve())}
-    )
-    tally = Tally()
-    with Progress(f"ingest {base}", unit="studies", total=len(index.studies), bar=progress) as bar:
-        for number, study_uid in enumerate(index.studies):
-            try:
-                counts = _write_study(store, index, study_uid, name)
-            except InvalidMetadata as err:
-                if not keep_going:
-                    raise
-                log.warning("%s: skipped study %s: %s", base, study_uid, err)
-                tally.failures.append(StudyFailure(index=number, study_uid=study_uid, error=err))
-                continue
-            tally.add(studies=1, **counts)
-            bar.update(1, instances=counts["instances"])
-        tally.skipped_files.extend(index.unreadable)
-        summary = tally.summary(name, bar.elapsed)
-    log.info("%s: %s", base, summary)
-    return summary
+    for number, (study_uid, by_series) in enumerate(index.studies.items()):
+        try:
+            first = {s: read_instance(p[0], index.url(p[0])) for s, p in by_series.items()}
+        except InvalidMetadata as err:
+            yield StudyFailure(index=number, study_uid=study_uid, error=err)
+            continue
+        yield StudyMetadata(
+            study=records.pick(next(iter(first.values())), records.STUDY_KEYS),
+            summaries=[records.pick(meta, records.SERIES_KEYS) for meta in first.values()],
+            series=(instances for _uid, instances in iter_series(index, study_uid)),
+        )
 
 
-def _write_study(
-    store: MetaStore, index: FolderIndex, study_uid: str, source: str
-) -> dict[str, int]:
-    """Write a study: its row and series summaries from each series' first file, then each series."""
-    first = {s: read_instance(p[0], index.url(p[0])) for s, p in index.studies[study_uid].items()}
-    study = records.pick(next(iter(first.values())), records.STUDY_KEYS)
-    summaries = [records.pick(meta, records.SERIES_KEYS) for meta in first.values()]
-    series = (instances for _uid, instances in iter_series(index, study_uid))
-    return write_study(store, study, summaries, series, source=source)
+def series_by_study(index: FolderIndex) -> Iterator[Iterator[list[dict[str, Any]]]]:
+    """Each study of the folder as its series' instances, one series read at a time."""
+    for study_uid in index.studies:
+        yield (instances for _uid, instances in iter_series(index, study_uid))
 
 
 class FolderSource:
@@ -300,153 +271,3 @@ class FolderSource:
 
     def close(self) -> None:
         self._index = None
-
-
-# -- launch files from a folder (scripts/dicom_json_generator.py) -------------
-
-#: Study-level fields of a generated launch file (OHIF's generator's, and the
-#: study QIDO keys OHIF's study list shows).
-LAUNCH_STUDY_KEYS = (
-    "StudyInstanceUID",
-    "StudyDescription",
-    "StudyDate",
-    "StudyTime",
-    "PatientName",
-    "PatientID",
-    "AccessionNumber",
-    "PatientAge",
-    "PatientSex",
-    "PatientWeight",
-)
-#: Series-level fields of a generated launch file.
-LAUNCH_SERIES_KEYS = (
-    "SeriesInstanceUID",
-    "SeriesDescription",
-    "SeriesNumber",
-    "SeriesDate",
-    "SeriesTime",
-    "Modality",
-    "SliceThickness",
-)
-#: Per-instance metadata OHIF needs to display each kind of object.
-LAUNCH_INSTANCE_KEYS = (
-    # every image: identity, geometry, pixel description, VOI and modality LUT
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SOPInstanceUID",
-    "SOPClassUID",
-    "Modality",
-    "InstanceNumber",
-    "AcquisitionNumber",
-    "ImageType",
-    "Rows",
-    "Columns",
-    "PhotometricInterpretation",
-    "PlanarConfiguration",
-    "BitsAllocated",
-    "BitsStored",
-    "HighBit",
-    "PixelRepresentation",
-    "SamplesPerPixel",
-    "PixelSpacing",
-    "ImagerPixelSpacing",
-    "PixelAspectRatio",
-    "RescaleSlope",
-    "RescaleIntercept",
-    "RescaleType",
-    "WindowCenter",
-    "WindowWidth",
-    "VOILUTFunction",
-    "SeriesDate",
-    "SeriesTime",
-    "ContentDate",
-    "ContentTime",
-    "Laterality",
-    "ImageLaterality",
-    "ViewPosition",
-    "PatientOrientation",
-    # MPR and volumes
-    "ImagePositionPatient",
-    "ImageOrientationPatient",
-    "FrameOfReferenceUID",
-    "SliceThickness",
-    "SpacingBetweenSlices",
-    "SliceLocation",
-    # multi-frame (enhanced objects, SEG, RT dose)
-    "NumberOfFrames",
-    "FrameIncrementPointer",
-    "FrameTime",
-    "FrameTimeVector",
-    "GridFrameOffsetVector",
-    "SharedFunctionalGroupsSequence",
-    "PerFrameFunctionalGroupsSequence",
-    # structured reports
-    "ValueType",
-    "CompletionFlag",
-    "VerificationFlag",
-    "ConceptNameCodeSequence",
-    "ContentSequence",
-    "ContentTemplateSequence",
-    "CurrentRequestedProcedureEvidenceSequence",
-    "CodingSchemeIdentificationSequence",
-    # segmentations
-    "SegmentationType",
-    "ReferencedSeriesSequence",
-    "SegmentSequence",
-    # RT structure sets and doses
-    "StructureSetLabel",
-    "StructureSetROISequence",
-    "ROIContourSequence",
-    "RTROIObservationsSequence",
-    "ReferencedFrameOfReferenceSequence",
-    "DoseUnits",
-    "DoseGridScaling",
-    # PET (SUV)
-    "RadiopharmaceuticalInformationSequence",
-    "Units",
-    "CorrectedImage",
-    "DecayCorrection",
-    "AcquisitionDate",
-    "AcquisitionTime",
-    "PatientWeight",
-    # ultrasound
-    "SequenceOfUltrasoundRegions",
-    # encapsulated documents: the type only, never the document inline
-    "MIMETypeOfEncapsulatedDocument",
-)
-
-
-def launch_studies(index: FolderIndex) -> Iterator[dict[str, Any]]:
-    """The folder as launch-file studies with the metadata OHIF needs, one study at a time.
-
-    A multi-frame instance gets one entry per frame (``url?frame=N``,
-    1-based) and keeps ``NumberOfFrames``: OHIF's generator writes frames 1
-    to N-1 and drops ``NumberOfFrames``.
-    """
-    for study_uid in index.studies:
-        study: dict[str, Any] = {}
-        series_out = []
-        modalities: set[str] = set()
-        count = 0
-        for _series_uid, instances in iter_series(index, study_uid):
-            first = instances[0]
-            if not study:
-                study = records.pick(first, LAUNCH_STUDY_KEYS)
-            summary = records.pick(first, LAUNCH_SERIES_KEYS)
-            entries = []
-            for instance in instances:
-                metadata = records.pick(instance, LAUNCH_INSTANCE_KEYS)
-                entries += [
-                    {"metadata": metadata, "url": url} for url in instance_image_ids(instance)
-                ]
-            if isinstance(summary.get("Modality"), str):
-                modalities.add(summary["Modality"])
-            count += len(instances)
-            series_out.append({**summary, "instances": entries})
-        if series_out:
-            yield {
-                **study,
-                "NumInstances": count,
-                "Modalities": "/".join(sorted(modalities)),
-                "series": series_out,
-            }

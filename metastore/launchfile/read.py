@@ -1,4 +1,4 @@
-"""OHIF "DICOM JSON" launch files, read incrementally, one study at a time.
+"""Reading OHIF "DICOM JSON" launch files, incrementally, one study at a time.
 
 A launch file (OHIF's DICOM JSON data source) holds studies, their series and
 every instance's naturalized metadata with a retrieval ``url``::
@@ -50,14 +50,10 @@ from metastore import records
 from metastore.dicom import tag_for_keyword
 from metastore.errors import InvalidMetadata, MetastoreError
 from metastore.imageids import frame_number, strip_frame
+from metastore.launchfile.format import SERIES_EXTRAS, STUDY_EXTRAS
 from metastore.records import Where
 
 log = logging.getLogger(__name__)
-
-#: Launch-file fields that are not DICOM attributes: structure, and the
-#: study summary OHIF's study list shows (the index computes its own).
-STUDY_EXTRAS = ("series", "NumInstances", "Modalities")
-SERIES_EXTRAS = ("instances",)
 
 # Instances a study keeps in memory before its series spill to a temporary file.
 _SPOOL_INSTANCES = 20_000
@@ -480,9 +476,8 @@ class _Reader:
             raise self._located(err, f"{path}.{field_name}" if field_name else path) from None
 
     def _located(self, err: InvalidMetadata, path: str) -> InvalidMetadata:
-        text = str(err).split(" (", 1)[0]
         return InvalidMetadata(
-            text,
+            err.message,
             path=path,
             file=self.name,
             study_uid=getattr(err, "study_uid", None),

@@ -1,16 +1,17 @@
-"""Write OHIF "DICOM JSON" launch files: from the index, or from any studies.
+"""Writing OHIF "DICOM JSON" launch files: from indexed studies, or from any studies.
 
-:func:`export_launch_file` turns indexed studies into a launch file OHIF's
-DICOM JSON data source loads (``?url=`` of ``/viewer/dicomjson``): per study
-the study-level fields with ``NumInstances`` and ``Modalities``, its series'
-fields, and per instance its naturalized metadata and ``url`` (its imageId).
-A multi-frame instance is written the way OHIF's generator writes it, one
-entry per frame with the same metadata and ``url?frame=N`` (1-based), so
-each frame has its own imageId in OHIF; reading the file back folds the
-entries into one instance again.
+:func:`launch_study` turns one ``MetaStore.get_study`` result into a launch
+study: the study-level fields with ``NumInstances`` and ``Modalities``, its
+series' fields, and per instance its naturalized metadata and ``url`` (its
+imageId). A multi-frame instance is written the way OHIF's generator writes
+it, one entry per frame with the same metadata and ``url?frame=N``
+(1-based), so each frame has its own imageId in OHIF; reading the file back
+(:mod:`metastore.launchfile.read`) folds the entries into one instance again.
 
+:func:`launch_studies` does the same for studies read from elsewhere (a
+folder of DICOM files), keeping the fields OHIF needs.
 :func:`write_launch_file` streams studies to a ``.json`` or ``.json.gz``
-file, one study in memory at a time; the generator script uses it too.
+file, one study in memory at a time.
 """
 
 from __future__ import annotations
@@ -18,42 +19,24 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, cast
 
 import orjson
-import sqlalchemy as sa
 
+from metastore import records
 from metastore.errors import MetastoreError
-from metastore.launchfile import STUDY_EXTRAS
+from metastore.imageids import instance_image_ids
+from metastore.launchfile.format import (
+    LAUNCH_INSTANCE_KEYS,
+    LAUNCH_SERIES_KEYS,
+    LAUNCH_STUDY_KEYS,
+    study_summary,
+)
 from metastore.records import INSTANCE_EXTRAS, SERIES_COMPUTED, STUDY_COMPUTED
-from metastore.schema import series, sources, studies
-from metastore.store import MetaStore
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExportSummary:
-    """What an export wrote."""
-
-    path: str
-    studies: int
-    series: int
-    instances: int
-    entries: int
-    skipped: int
-
-    def __str__(self) -> str:
-        text = (
-            f"wrote {self.studies} studies, {self.series} series, {self.instances} instances "
-            f"({self.entries} entries) to {self.path}"
-        )
-        if self.skipped:
-            text += f"; {self.skipped} instances without a url were left out"
-        return text
 
 
 def write_launch_file(path: str | Path, studies_: Iterable[Mapping[str, Any]]) -> int:
@@ -105,7 +88,7 @@ def launch_study(
     study_uid = out.get("StudyInstanceUID")
     written: list[dict[str, Any]] = []
     seen: set[str] = set()
-    modalities: set[str] = set()
+    modalities: set[Any] = set()
     instance_count = 0
     for series_list in study.get("seriesLists", []):
         if source is not None and series_list["source"] != source:
@@ -124,17 +107,13 @@ def launch_study(
                 and k != "instances"
                 and not (k == "StudyInstanceUID" and v == study_uid)
             }
-            if isinstance(summary.get("Modality"), str):
-                modalities.add(summary["Modality"])
+            modalities.add(summary.get("Modality"))
             written.append({**summary, "instances": entries})
     if not written:
         return None
     tally["series"] = tally.get("series", 0) + len(written)
     tally["instances"] = tally.get("instances", 0) + instance_count
-    out[STUDY_EXTRAS[1]] = instance_count  # NumInstances
-    out[STUDY_EXTRAS[2]] = "/".join(
-        sorted(modalities)
-    )  # Modalities, as OHIF's generator joins them
+    out.update(study_summary(modalities, instance_count))
     out["series"] = written
     return out
 
@@ -157,60 +136,35 @@ def _entries(instance: Mapping[str, Any], tally: dict[str, int]) -> list[dict[st
     return [{"metadata": metadata, "url": frame_url} for frame_url in urls]
 
 
-def study_uids(store: MetaStore, *, source: str | None = None) -> list[str]:
-    """Every indexed StudyInstanceUID (those with a series in ``source`` when given), sorted."""
-    query = sa.select(studies.c.study_uid).order_by(studies.c.study_uid)
-    if source is not None:
-        query = (
-            query.join(series, series.c.study_id == studies.c.id)
-            .join(sources, sources.c.id == series.c.source_id)
-            .where(sources.c.name == source)
-            .distinct()
-        )
-    with store.engine.connect() as connection:
-        return [str(uid) for uid in connection.execute(query).scalars()]
+def launch_studies(studies: Iterable[Iterable[list[dict[str, Any]]]]) -> Iterator[dict[str, Any]]:
+    """Studies (each an iterable of its series' instances) as launch-file studies.
 
+    Each study, series and instance keeps the fields OHIF needs
+    (``LAUNCH_STUDY_KEYS``...), one study at a time; a study without
+    instances is left out.
 
-def export_launch_file(
-    store: MetaStore,
-    path: str | Path,
-    study_uids_: Sequence[str] | None = None,
-    *,
-    source: str | None = None,
-) -> ExportSummary:
-    """Write the given studies (every indexed study when None) as a launch file.
-
-    Raises ``MetastoreError`` naming a study that is not indexed (or has no
-    series in ``source``) before anything is written.
+    A multi-frame instance gets one entry per frame (``url?frame=N``,
+    1-based) and keeps ``NumberOfFrames``: OHIF's generator writes frames 1
+    to N-1 and drops ``NumberOfFrames``.
     """
-    wanted = list(study_uids_) if study_uids_ is not None else study_uids(store, source=source)
-    if source is not None and store.get_source(source) is None:
-        raise MetastoreError(f"no source named {source!r}")
-    counts: dict[str, int] = {}
-    present = set(study_uids(store, source=source)) if study_uids_ is not None else set(wanted)
-    missing = [uid for uid in wanted if uid not in present]
-    if missing:
-        where = f" with series in source {source!r}" if source else ""
-        raise MetastoreError(f"study {missing[0]} is not in the index{where}")
-
-    def studies_out() -> Iterable[dict[str, Any]]:
-        for uid in wanted:
-            found = store.get_study(uid)
-            if found is None:  # deleted meanwhile
-                log.warning("study %s is gone from the index; left out", uid)
-                continue
-            written = launch_study(found, source=source, counts=counts)
-            if written is not None:
-                yield written
-
-    written = write_launch_file(path, studies_out())
-    summary = ExportSummary(
-        path=str(path),
-        studies=written,
-        series=counts.get("series", 0),
-        instances=counts.get("instances", 0),
-        entries=counts.get("entries", 0),
-        skipped=counts.get("skipped", 0),
-    )
-    log.info("%s", summary)
-    return summary
+    for series_of_study in studies:
+        study: dict[str, Any] = {}
+        series_out = []
+        modalities: set[Any] = set()
+        count = 0
+        for instances in series_of_study:
+            first = instances[0]
+            if not study:
+                study = records.pick(first, LAUNCH_STUDY_KEYS)
+            summary = records.pick(first, LAUNCH_SERIES_KEYS)
+            entries = []
+            for instance in instances:
+                metadata = records.pick(instance, LAUNCH_INSTANCE_KEYS)
+                entries += [
+                    {"metadata": metadata, "url": url} for url in instance_image_ids(instance)
+                ]
+            modalities.add(summary.get("Modality"))
+            count += len(instances)
+            series_out.append({**summary, "instances": entries})
+        if series_out:
+            yield {**study, **study_summary(modalities, count), "series": series_out}

@@ -18,19 +18,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import threading
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 import httpx
 import orjson
 
-from metastore import __version__
 from metastore.errors import ConfigurationError, DeliveryError
-from metastore.events import Consumer, Event, EventType
-
-if TYPE_CHECKING:
-    from metastore.store import MetaStore
+from metastore.events.consumer import Consumer
+from metastore.outbox import Event, EventType
+from metastore.store import MetaStore
+from metastore.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +135,7 @@ def relay_webhook(
     *,
     consumer: str,
     secret: bytes | None = None,
+    secret_env: str | None = None,
     events: Iterable[EventType | str] | None = None,
     stop: threading.Event | None = None,
     timeout: float = 10.0,
@@ -146,9 +146,16 @@ def relay_webhook(
 ) -> int:
     """POST every event to ``url`` as consumer ``consumer``, live, until ``stop`` is set.
 
-    Returns how many events were delivered. The lease (60 s) outlasts
-    twice the request ``timeout``, as a handler call must.
+    Returns how many events were delivered. ``secret_env`` names the
+    environment variable that holds the secret, instead of ``secret``. The
+    lease (60 s) outlasts twice the request ``timeout``, as a handler call
+    must.
     """
+    if secret_env:
+        value = os.environ.get(secret_env)
+        if not value:
+            raise ConfigurationError(f"the environment variable {secret_env} is not set")
+        secret = value.encode()
     lease = max(60.0, 4 * timeout)
     with (
         WebhookRelay(url, secret=secret, timeout=timeout, consumer=consumer) as relay,

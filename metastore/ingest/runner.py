@@ -2,7 +2,7 @@
 
 :func:`ingest_source` is what ``metastore ingest dicomweb`` calls: register
 the source, search it, queue one job per study, and drain the queue with N
-workers (:mod:`metastore.ingest`), N > 1 being processes. The processes are
+workers (:mod:`metastore.ingest.worker`), N > 1 being processes. The processes are
 started before the search, so their start-up overlaps it, and wait for the
 queue to be filled. Secrets reach them as arguments over a pipe, never
 through the environment or the database.
@@ -18,46 +18,21 @@ import multiprocessing
 import queue as queue_module
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from threading import Event as StopFlag
 from typing import Any
 
 from metastore.errors import ConfigurationError
-from metastore.ingest import JobQueue, ProgressCallback, Worker, WorkerStats
+from metastore.ingest.queue import JobQueue
+from metastore.ingest.summary import IngestSummary, Tally
+from metastore.ingest.worker import Worker
+from metastore.progress import Counter, Progress, Reporting
 from metastore.sources import Source, SourceConfig, open_source
 from metastore.store import MetaStore
 
 log = logging.getLogger(__name__)
 
 _START_TIMEOUT = 600.0  # seconds a worker process waits for its queue to be filled
-
-
-@dataclass(frozen=True, kw_only=True)
-class IngestSummary:
-    """The outcome of an ingest run: what was queued and what the workers did."""
-
-    source: str
-    queued: int
-    jobs: Mapping[str, int]
-    studies: int
-    series: int
-    instances: int
-    retries: int
-    failures: int
-    errors: tuple[str, ...]
-    elapsed: float
-
-    def describe(self) -> str:
-        """One line for people."""
-        rate = self.instances / self.elapsed if self.elapsed > 0 else 0.0
-        states = ", ".join(f"{n} {state}" for state, n in self.jobs.items() if n)
-        return (
-            f"{self.source}: {self.queued} studies queued; {self.studies} studies, "
-            f"{self.series} series, {self.instances} instances pulled in {self.elapsed:.1f}s "
-            f"({rate:,.0f} instances/s); {self.retries} retries, {self.failures} failed; "
-            f"jobs: {states or 'none'}"
-        )
 
 
 def enqueue_studies(
@@ -113,6 +88,7 @@ class WorkerPool:
         self._go = context.Event()
         self._cancelled = context.Event()
         level = logging.getLogger("metastore").getEffectiveLevel()
+        self._source = source
         options = {"source": source, "secrets": dict(secrets or {}), "lease": lease, "poll": poll}
         self._processes = [
             context.Process(
@@ -129,9 +105,10 @@ class WorkerPool:
         """Let the workers start on the queue."""
         self._go.set()
 
-    def join(self, on_progress: ProgressCallback | None = None) -> WorkerStats:
-        """Wait for every worker to drain the queue; their stats, added up."""
-        total = WorkerStats()
+    def join(self, progress: Counter | None = None) -> IngestSummary:
+        """Wait for every worker to drain the queue; what they did, added up."""
+        started = time.monotonic()
+        total = Tally()
         finished = 0
         while finished < len(self._processes):
             try:
@@ -140,18 +117,15 @@ class WorkerPool:
                 if not any(p.is_alive() for p in self._processes) and self._messages.empty():
                     break  # a worker died without reporting: what it held, its lease frees
                 continue
-            if kind == "stats":
+            if kind == "summary":
                 finished += 1
-                for key, amount in value.items():
-                    if key == "errors":
-                        total.errors.extend(amount)
-                    else:
-                        setattr(total, key, getattr(total, key) + amount)
-            elif on_progress is not None:
-                on_progress(kind, value)
+                total.merge(value)
+            elif progress is not None:
+                advance, others = value
+                progress.update(advance, **others)
         for process in self._processes:
             process.join(timeout=30)
-        return total
+        return total.summary(self._source, time.monotonic() - started, from_queue=True)
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -175,14 +149,24 @@ def _worker_process(
     cancelled: Any,
 ) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stats = WorkerStats()
+    summary = IngestSummary(source=options["source"])
     try:
         with MetaStore(url, migrate=False) as store:
-            worker = Worker(store, on_progress=lambda kind, n: messages.put((kind, n)), **options)
+            worker = Worker(store, progress=_Forward(messages), **options)
             if go.wait(_START_TIMEOUT) and not cancelled.is_set():
-                stats = worker.run(once=True)
+                summary = worker.run(once=True)
     finally:
-        messages.put(("stats", vars(stats)))
+        messages.put(("summary", summary))
+
+
+class _Forward:
+    """A worker process's progress, sent to the parent over the pool's queue."""
+
+    def __init__(self, messages: Any) -> None:
+        self._messages = messages
+
+    def update(self, advance: int = 1, **others: int) -> None:
+        self._messages.put(("progress", (advance, others)))
 
 
 def drain(
@@ -193,27 +177,22 @@ def drain(
     secrets: Mapping[str, Mapping[str, str]] | None = None,
     lease: float = 60.0,
     poll: float = 0.2,
-    on_progress: ProgressCallback | None = None,
-) -> WorkerStats:
+    progress: Counter | None = None,
+) -> IngestSummary:
     """Run ``workers`` workers (processes when more than one) until the queue is drained."""
     if workers == 1:
         with MetaStore(url) as store:
             worker = Worker(
-                store,
-                source=source,
-                secrets=secrets,
-                lease=lease,
-                poll=poll,
-                on_progress=on_progress,
+                store, source=source, secrets=secrets, lease=lease, poll=poll, progress=progress
             )
             return worker.run(once=True)
     with WorkerPool(url, workers, source=source, secrets=secrets, lease=lease, poll=poll) as pool:
         pool.go()
-        return pool.join(on_progress)
+        return pool.join(progress)
 
 
 def ingest_source(
-    url: str,
+    url: str | None,
     config: SourceConfig,
     *,
     query: Mapping[str, Any] | None = None,
@@ -221,24 +200,28 @@ def ingest_source(
     workers: int = 1,
     lease: float = 60.0,
     max_attempts: int = 5,
-    on_progress: ProgressCallback | None = None,
-    on_queued: Callable[[int], None] | None = None,
+    progress: Reporting = None,
 ) -> IngestSummary:
     """Register the source, queue one job per matching study, and drain the queue.
 
-    The source's kind, root and settings are kept in the ``sources`` table;
-    its headers (credentials) are handed to the workers only.
+    ``url`` is the database (None: ``METASTORE_DATABASE_URL`` or the
+    default). The source's kind, root and settings are kept in the
+    ``sources`` table; its headers (credentials) are handed to the workers
+    only. ``progress`` displays the studies done against those queued.
     """
     if workers < 1:
         raise ConfigurationError("workers must be at least 1")
     started = time.monotonic()
     secrets = {config.name: config.headers}
-    with MetaStore(url) as store:
+    with (
+        MetaStore(url) as store,
+        Progress(f"ingest {config.name}", unit="studies", display=progress) as shown,
+    ):
         store.register_source(
             config.name, config.kind, root_url=config.root, settings=dict(config.settings)
         )
         pool = (
-            WorkerPool(url, workers, source=config.name, secrets=secrets, lease=lease)
+            WorkerPool(store.url, workers, source=config.name, secrets=secrets, lease=lease)
             if workers > 1
             else None
         )
@@ -250,58 +233,48 @@ def ingest_source(
                 )
             finally:
                 opened.close()
-            if on_queued is not None:
-                on_queued(queued)
+            shown.set_total(queued)
             if pool is None:
-                stats = drain(
-                    url, source=config.name, secrets=secrets, lease=lease, on_progress=on_progress
+                done = drain(
+                    store.url, source=config.name, secrets=secrets, lease=lease, progress=shown
                 )
             else:
                 pool.go()
-                stats = pool.join(on_progress)
+                done = pool.join(shown)
         finally:
             if pool is not None:
                 pool.__exit__(None, None, None)
         counts = JobQueue(store).counts(config.name)
-    return IngestSummary(
-        source=config.name,
+    tally = Tally()
+    tally.merge(done)
+    return tally.summary(
+        config.name,
+        time.monotonic() - started,
+        from_queue=True,
         queued=queued,
-        jobs=counts,
-        studies=stats.studies,
-        series=stats.series,
-        instances=stats.instances,
-        retries=stats.retries,
-        failures=stats.failures,
-        errors=tuple(stats.errors),
-        elapsed=time.monotonic() - started,
+        job_states=counts,
     )
-
-
-def reporter(progress: Any) -> ProgressCallback:
-    """A progress callback that advances a ``metastore.progress.Progress`` (studies as its unit)."""
-
-    def report(kind: str, amount: int) -> None:
-        if kind == "studies":
-            progress.update(amount)
-        else:
-            progress.update(0, **{kind: amount})
-
-    return report
 
 
 def serve(
     store: MetaStore,
     *,
     source: str | None = None,
-    secrets: Mapping[str, Mapping[str, str]] | None = None,
+    headers: Mapping[str, str] | None = None,
     lease: float = 60.0,
     poll: float = 2.0,
     once: bool = False,
-) -> WorkerStats:
+) -> IngestSummary:
     """Run one worker in this process until SIGTERM/SIGINT (or, with ``once``, the queue drains).
 
-    A signal stops the worker once its current job is done.
+    ``headers`` (credentials) go to ``source``, which they need. A signal
+    stops the worker once its current job is done.
     """
+    if headers and not source:
+        raise ConfigurationError(
+            "--header and --token-env need --source: credentials go to one source"
+        )
+    secrets = {source: dict(headers or {})} if source else {}
     stop = StopFlag()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     for sig in previous:

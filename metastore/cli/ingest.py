@@ -1,0 +1,214 @@
+"""``metastore ingest dicomweb|dicomjson|folder``, ``worker``, ``jobs``: filling the index."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from metastore.cli._common import (
+    command_group,
+    flag,
+    open_store,
+    option,
+    print_json_line,
+    repeated,
+)
+from metastore.cli.progress import terminal
+from metastore.errors import ConfigurationError
+from metastore.ingest import (
+    STATES,
+    IngestSummary,
+    JobQueue,
+    ingest_folder,
+    ingest_launch_file,
+    ingest_source,
+    serve,
+)
+from metastore.sources.dicomweb import auth_headers, dicomweb_config
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigurationError(f"--query {item!r} is not KEY=VALUE")
+    return key, value
+
+
+def _report(summary: IngestSummary) -> int:
+    """The summary on stdout, each failure and skipped file on stderr; 1 if any."""
+    print(summary)
+    for failure in summary.failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    for path, reason in summary.skipped_files:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def _ingest_dicomweb(args: argparse.Namespace) -> int:
+    headers = auth_headers(args.header, token_env=args.token_env)
+    settings = {"page_size": args.page_size, "timeout": args.timeout, "retries": args.retries}
+    config = dicomweb_config(
+        args.root, name=args.source, static=args.static_wado, headers=headers, settings=settings
+    )
+    summary = ingest_source(
+        args.db,
+        config,
+        query=dict(_key_value(item) for item in args.query),
+        study_uids=args.study,
+        workers=args.workers,
+        lease=args.lease,
+        max_attempts=args.max_attempts,
+        progress=terminal(),
+    )
+    code = _report(summary)
+    if code:
+        print(
+            f"metastore: {int(summary.failures)} studies failed: see `metastore jobs --state failed`"
+        )
+    return code
+
+
+def _ingest_dicomjson(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        summary = ingest_launch_file(
+            store,
+            args.location,
+            source=args.source,
+            keep_going=args.keep_going,
+            progress=terminal(),
+        )
+    return _report(summary)
+
+
+def _ingest_folder(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        summary = ingest_folder(
+            store,
+            args.folder,
+            url_root=args.url_root,
+            source=args.source,
+            keep_going=args.keep_going,
+            progress=terminal(),
+        )
+    return _report(summary)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    headers = auth_headers(args.header, token_env=args.token_env)
+    with open_store(args) as store:
+        summary = serve(
+            store,
+            source=args.source,
+            headers=headers,
+            lease=args.lease,
+            poll=args.poll,
+            once=args.once,
+        )
+    print(f"worker: {summary}")
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        found = JobQueue(store).jobs(state=args.state, source=args.source, limit=args.limit)
+    for source, job in found:
+        if args.json:
+            print_json_line({"source": source, **job.to_dict()})
+            continue
+        line = f"{job.id}  {source}  {job.unit}  {job.state}  attempts {job.attempts}/{job.max_attempts}"
+        print(line + (f"  {job.last_error}" if job.last_error else ""))
+    return 0
+
+
+def _add_worker_options(parser: argparse.ArgumentParser) -> None:
+    repeated(
+        parser, "--header", metavar="'NAME: VALUE'", help="an HTTP header to send (repeatable)"
+    )
+    option(parser, "--token-env", metavar="VAR", default=None, help="send the bearer token in $VAR")
+    option(parser, "--lease", type=float, default=60.0, help="seconds a worker holds a job")
+
+
+def add_commands(commands: Any) -> None:
+    """``ingest dicomweb|dicomjson|folder``, ``worker``, ``jobs``."""
+    ingest_commands = command_group(
+        commands, "ingest", "pull metadata from a source into the index"
+    )
+    web = ingest_commands.add_parser(
+        "dicomweb",
+        help="search a DICOMweb server (or a static DICOMweb tree) and pull its studies",
+    )
+    web.add_argument("root", metavar="ROOT", help="the DICOMweb root URL (QIDO-RS and WADO-RS)")
+    option(web, "--source", metavar="NAME", default=None, help="source name (default: the host)")
+    flag(web, "--static-wado", help="a static tree: it ignores queries, metastore filters")
+    repeated(web, "--query", metavar="KEY=VALUE", help="a QIDO-RS query parameter (repeatable)")
+    repeated(web, "--study", metavar="UID", help="pull this study (repeatable)")
+    option(web, "--workers", type=int, default=1, help="worker processes")
+    option(web, "--page-size", type=int, default=None, help="QIDO-RS page size")
+    option(web, "--timeout", type=float, default=None, help="seconds to wait for a response")
+    option(web, "--retries", type=int, default=None, help="tries after the first, per request")
+    option(web, "--max-attempts", type=int, default=5, help="attempts per study before it fails")
+    _add_worker_options(web)
+    web.set_defaults(handler=_ingest_dicomweb)
+    _add_file_commands(ingest_commands)
+
+    worker = commands.add_parser("worker", help="drain or serve the ingest job queue")
+    flag(worker, "--once", help="stop when no job is queued or running")
+    option(worker, "--source", metavar="NAME", default=None, help="only this source's jobs")
+    option(
+        worker, "--poll", type=float, default=2.0, help="seconds between looks at an empty queue"
+    )
+    _add_worker_options(worker)
+    worker.set_defaults(handler=_worker)
+
+    jobs = commands.add_parser("jobs", help="list ingest jobs with their last errors")
+    option(jobs, "--state", choices=STATES, default=None, help="only jobs in this state")
+    option(jobs, "--source", metavar="NAME", default=None, help="only this source's jobs")
+    option(jobs, "--limit", type=int, default=100, help="at most this many jobs")
+    flag(jobs, "--json", env="METASTORE_JOBS_JSON", help="print JSON lines")
+    jobs.set_defaults(handler=_jobs)
+
+
+def _add_file_commands(kinds: Any) -> None:
+    dicomjson = kinds.add_parser(
+        "dicomjson", help="an OHIF DICOM JSON launch file (path or http(s) URL, .json or .json.gz)"
+    )
+    dicomjson.add_argument("location", metavar="PATH_OR_URL", help="the launch file")
+    option(
+        dicomjson,
+        "--source",
+        env="METASTORE_DICOMJSON_SOURCE",
+        default=None,
+        help="source name (default: the file's name without .json/.gz)",
+    )
+    flag(
+        dicomjson,
+        "--keep-going",
+        env="METASTORE_DICOMJSON_KEEP_GOING",
+        help="skip bad studies and list them (exit 1 when any failed)",
+    )
+    dicomjson.set_defaults(handler=_ingest_dicomjson)
+
+    folder = kinds.add_parser("folder", help="a folder of DICOM files (read without pixel data)")
+    folder.add_argument("folder", metavar="DIR", help="the folder (searched recursively)")
+    option(
+        folder,
+        "--url-root",
+        env="METASTORE_FOLDER_URL_ROOT",
+        default=None,
+        help="URL the folder is served at; urls are dicomweb:URL_ROOT/<path> (default: file://DIR)",
+    )
+    option(
+        folder,
+        "--source",
+        env="METASTORE_FOLDER_SOURCE",
+        default=None,
+        help="source name (default: the folder's name)",
+    )
+    flag(
+        folder,
+        "--keep-going",
+        env="METASTORE_FOLDER_KEEP_GOING",
+        help="skip studies the index refuses and list them (exit 1 when any failed)",
+    )
+    folder.set_defaults(handler=_ingest_folder)

@@ -1,0 +1,53 @@
+"""The one way a study is written: every ingest path (worker, launch file, folder) uses it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from metastore.progress import Counter
+from metastore.sources import StudyMetadata
+from metastore.store import MetaStore
+
+
+def write_study(
+    store: MetaStore,
+    study: StudyMetadata,
+    *,
+    source: str,
+    made_in_client: bool = False,
+    before_write: Callable[[], None] | None = None,
+    progress: Counter | None = None,
+) -> dict[str, int]:
+    """Write one study as OHIF's data sources do; returns its counts.
+
+    The study row, the series summaries (one ``SERIES_ADDED``), then each
+    series' instances: one transaction and one ``INSTANCES_ADDED`` each.
+    ``before_write`` runs before every transaction (a worker checks its
+    lease there, so a worker that lost its job writes nothing more);
+    ``progress`` counts each series and its instances as they are written.
+    Counts: ``series``, ``instances``, ``inserted``, ``updated``,
+    ``unchanged``, ``events``.
+    """
+    check = before_write or (lambda: None)
+    counts = dict.fromkeys(("series", "instances", "inserted", "updated", "unchanged"), 0)
+    counts["events"] = 0
+    check()
+    if study.study:
+        store.add_study(study.study, source=source)
+    if study.summaries:
+        result = store.add_series_metadata(
+            study.summaries, source=source, made_in_client=made_in_client
+        )
+        counts["events"] += len(result.events)
+    for instances in study.series:
+        check()
+        result = store.add_instances(instances, source=source, made_in_client=made_in_client)
+        counts["series"] += 1
+        counts["instances"] += len(instances)
+        counts["inserted"] += result.inserted
+        counts["updated"] += result.updated
+        counts["unchanged"] += result.unchanged
+        counts["events"] += len(result.events)
+        if progress is not None:
+            progress.update(0, series=1, instances=len(instances))
+    return counts
