@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +116,7 @@ def _search(
     page = max_limit if asked is None else min(asked, max_limit)
     scoped = max((lvl for lvl, uid in scope.items() if uid is not None), default=None)
     plan = _Plan(search, level, scope, store.dialect)
-    with db.translate_errors("searching the index"), _reading(store) as connection:
+    with _reading(store) as connection:
         rows = plan.page(connection, page + 1, start)
         total = plan.count(connection) if count else None
     truncated = len(rows) > page and (asked is None or asked > max_limit)
@@ -147,21 +148,20 @@ def search_statements(
     return plan.page_statement(limit, offset), plan.count_statement()
 
 
-class _reading:
-    """A read-only transaction (SQLite: a plain BEGIN, not the writers' BEGIN IMMEDIATE)."""
+@contextmanager
+def _reading(store: MetaStore) -> Iterator[Connection]:
+    """The connection a search reads through, errors translated.
 
-    def __init__(self, store: MetaStore) -> None:
-        self._connection = store.engine.connect().execution_options(metastore_readonly=True)
-
-    def __enter__(self) -> Connection:
-        self._transaction = self._connection.begin()
-        return self._connection
-
-    def __exit__(self, *exc_info: object) -> None:
-        try:
-            self._transaction.rollback()
-        finally:
-            self._connection.close()
+    PostgreSQL: autocommit, since under READ COMMITTED each statement takes
+    its own snapshot anyway, and BEGIN and ROLLBACK would be two more round
+    trips. SQLite: one read transaction (a plain BEGIN, one snapshot).
+    """
+    if store.dialect != "postgresql":
+        with db.reading(store.engine, "searching the index") as connection:
+            yield connection
+        return
+    with db.translate_errors("searching the index"), store.engine.connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 class _Plan:
