@@ -313,12 +313,18 @@ def _study_counts() -> list[Any]:
         .where(s2.c.study_id == studies.c.id)
         .scalar_subquery()
     )
-    instances_count = sa.case(
-        # Every series row is a distinct series: the kept count is exact.
-        (studies.c.num_series == distinct_series, studies.c.num_instances),
-        else_=distinct_instances,
+    # Two sources hold one of the study's series: count distinct UIDs. Otherwise
+    # the kept counts are exact (and a DISTINCT count costs ~70 us a row on PostgreSQL).
+    one, other = _alias(series, "cd1"), _alias(series, "cd2")
+    shared = sa.exists().where(
+        one.c.study_id == studies.c.id,
+        other.c.study_id == studies.c.id,
+        other.c.series_uid == one.c.series_uid,
+        other.c.id != one.c.id,
     )
-    return [distinct_series.label("study_series"), instances_count.label("study_instances")]
+    series_count = sa.case((shared, distinct_series), else_=studies.c.num_series)
+    instances_count = sa.case((shared, distinct_instances), else_=studies.c.num_instances)
+    return [series_count.label("study_series"), instances_count.label("study_instances")]
 
 
 @functools.cache
