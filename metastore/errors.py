@@ -5,6 +5,7 @@ can catch ``MetastoreError`` and know it is ours::
 
     MetastoreError
     ├── ConfigurationError       a bad database URL, option or setting
+    ├── QueryError               a search query that cannot be read (names the parameter)
     ├── DatabaseError            the database failed or refused a statement
     │   └── SchemaNotAtHead      the database is behind (or ahead of) the code
     ├── StoreClosed              the MetaStore was used after close()
@@ -43,6 +44,15 @@ class MetastoreError(Exception):
 
 class ConfigurationError(MetastoreError):
     """The configuration is not usable."""
+
+
+class QueryError(MetastoreError):
+    """The search query is malformed."""
+
+    def __init__(
+        self, message: str | None = None, *, parameter: str | None = None, value: Any = None
+    ) -> None:
+        super().__init__(message, parameter=parameter, value=value)
 
 
 class DatabaseError(MetastoreError):
