@@ -61,7 +61,7 @@ from pydicom import datadict
 from metastore.dicom import keyword_for_tag
 from metastore.errors import ConfigurationError
 
-__all__ = ["CONTROL_KEYS", "Criterion", "Query", "parse_query"]
+__all__ = ["CONTROL_KEYS", "DATE_TIME_PAIRS", "Criterion", "Query", "parse_query", "range_bounds"]
 
 #: QIDO-RS query parameters that control the search rather than match (PS3.18 8.3.4).
 CONTROL_KEYS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
@@ -293,16 +293,20 @@ _FORMS = {
 _WIDTH = {"DA": 8, "TM": 6, "DT": 14}
 
 
-def _range_matcher(vr: str, text: str, name: str) -> Callable[[Any], bool]:
-    form = _FORMS[vr]
+def range_bounds(vr: str, text: str, name: str) -> tuple[str | None, str | None]:
+    """A DA, TM or DT query value as sortable (low, high) bounds; None where a range is open.
+
+    A single value is its own instant (both bounds); a range ``a-b``, ``a-``
+    or ``-b`` pads its high bound with 9s so that it covers its period.
+    ``ConfigurationError`` names the attribute when the value is neither.
+    """
     text = text.strip().replace(":", "") if vr == "TM" else text.strip()
-    single = re.fullmatch(form, text)
-    if vr == "DA":
-        text = text.replace(".", "") if re.fullmatch(r"\d{4}\.\d{2}\.\d{2}", text) else text
-        single = re.fullmatch(form, text)
-    if single:
-        wanted = _normalize(vr, text, "0")
-        return lambda v: isinstance(v, str) and _normalize(vr, v, "0") == wanted
+    if vr == "DA" and re.fullmatch(r"\d{4}\.\d{2}\.\d{2}", text):
+        text = text.replace(".", "")  # the ACR-NEMA form
+    form = _FORMS[vr]
+    if re.fullmatch(form, text):
+        instant = _normalize(vr, text, "0")
+        return instant, instant
     bounds = re.fullmatch(f"({form})?-({form})?", text)
     if bounds is None or text == "-":
         raise ConfigurationError(
@@ -311,6 +315,11 @@ def _range_matcher(vr: str, text: str, name: str) -> Callable[[Any], bool]:
         )
     low = None if bounds.group(1) is None else _normalize(vr, bounds.group(1), "0")
     high = None if bounds.group(2) is None else _normalize(vr, bounds.group(2), "9")
+    return low, high
+
+
+def _range_matcher(vr: str, text: str, name: str) -> Callable[[Any], bool]:
+    low, high = range_bounds(vr, text, name)
 
     def test(value: Any) -> bool:
         if not isinstance(value, str) or not value.strip():
@@ -373,7 +382,8 @@ def _clean_name(name: str, fuzzy: bool) -> str:
 
 # -- combined date and time (C.2.2.2.5.2) ---------------------------------------
 
-_DATE_TIME_PAIRS = {
+#: Date keys and their time keys, which a combined date-time range reads together.
+DATE_TIME_PAIRS = {
     "StudyDate": "StudyTime",
     "SeriesDate": "SeriesTime",
     "AcquisitionDate": "AcquisitionTime",
@@ -388,7 +398,7 @@ def _combined(criteria: list[Criterion]) -> tuple[Criterion, ...]:
     by_path = {c.path: c for c in criteria}
     paired: dict[tuple[str, ...], Criterion] = {}
     for c in criteria:
-        time_name = _DATE_TIME_PAIRS.get(c.path[0]) if len(c.path) == 1 else None
+        time_name = DATE_TIME_PAIRS.get(c.path[0]) if len(c.path) == 1 else None
         time = by_path.get((time_name,)) if time_name else None
         if time is not None and c.value.strip() and "-" in time.value:
             paired[c.path] = time
@@ -402,26 +412,9 @@ def _combined(criteria: list[Criterion]) -> tuple[Criterion, ...]:
     )
 
 
-def _bounds(vr: str, text: str, name: str) -> tuple[str | None, str | None]:
-    """A DA or TM single value or range as sortable (low, high); None where open."""
-    text = text.strip().replace(":", "") if vr == "TM" else text.strip()
-    form = _FORMS[vr]
-    if re.fullmatch(form, text):
-        return _normalize(vr, text, "0"), _normalize(vr, text, "0")
-    bounds = re.fullmatch(f"({form})?-({form})?", text)
-    if bounds is None or text == "-":
-        raise ConfigurationError(
-            f"query value of {name} ({vr}) must be a {vr} value or a range a-b, a- or -b, "
-            f"not {text!r}"
-        )
-    low = None if bounds.group(1) is None else _normalize(vr, bounds.group(1), "0")
-    high = None if bounds.group(2) is None else _normalize(vr, bounds.group(2), "9")
-    return low, high
-
-
 def _matches_date_time(dataset: Mapping[str, Any], date: Criterion, time: Criterion) -> bool:
-    date_low, date_high = _bounds("DA", date.value, date.name)
-    time_low, time_high = _bounds("TM", time.value, time.name)
+    date_low, date_high = range_bounds("DA", date.value, date.name)
+    time_low, time_high = range_bounds("TM", time.value, time.name)
     low = None if date_low is None else date_low + (time_low or "000000.000000")
     high = None if date_high is None else date_high + (time_high or "999999.999999")
     stored_date = dataset.get(date.path[0])

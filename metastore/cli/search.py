@@ -1,4 +1,4 @@
-"""``metastore search studies|series|instances``: QIDO-RS queries over the index."""
+"""``metastore search studies|series|instances``: QIDO-RS search over the index."""
 
 from __future__ import annotations
 
@@ -6,18 +6,47 @@ import argparse
 import sys
 from typing import Any
 
-from metastore import search
-from metastore.cli._common import flag, open_store, option, print_json_line, repeated
+from metastore.cli._common import command_group, flag, open_store, option, print_json_line, repeated
 from metastore.errors import QueryError
-from metastore.search import format as search_format
+from metastore.search import search_instances, search_series, search_studies
+from metastore.search.format import query_from_pairs, write_rows
+
+
+def _search(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {"limit": args.limit, "offset": args.offset, "count": args.count}
+    try:
+        query = query_from_pairs(args.query, args.includefield)
+        with open_store(args) as store:
+            if args.search_level == "studies":
+                result = search_studies(store, query, **options)
+            elif args.search_level == "series":
+                result = search_series(store, query, study_uid=args.study, **options)
+            else:
+                result = search_instances(
+                    store, query, study_uid=args.study, series_uid=args.series, **options
+                )
+    except QueryError as err:
+        print(f"metastore: malformed query: {err}", file=sys.stderr)
+        return 2
+    for warning in result.warnings:
+        print(f"metastore: warning: {warning}", file=sys.stderr)
+    if args.format == "json":
+        for row in result.rows:
+            print_json_line(row)
+    else:
+        write_rows(sys.stdout, result.rows, args.format)
+    if result.truncated:
+        print(
+            "metastore: more rows match than one page holds: use --limit/--offset", file=sys.stderr
+        )
+    if result.total is not None:
+        print(f"{result.total} matching", file=sys.stdout if args.format == "table" else sys.stderr)
+    return 0
 
 
 def add_commands(commands: Any) -> None:
     """``search studies|series|instances``."""
-    search = commands.add_parser(
-        "search", help="QIDO-RS search over the index (PS3.18 8.3.4 rules)"
-    )
-    levels = search.add_subparsers(dest="search_level", metavar="LEVEL", required=True)
+    levels = command_group(commands, "search", "QIDO-RS search over the index", metavar="LEVEL")
     for level in ("studies", "series", "instances"):
         parser = levels.add_parser(level, help=f"{level} matching KEY=VALUE query parameters")
         parser.add_argument(
@@ -76,36 +105,4 @@ def add_commands(commands: Any) -> None:
                 default=None,
                 help="within this series",
             )
-        parser.set_defaults(handler=_search)
-
-
-def _search(args: argparse.Namespace) -> int:
-    options: dict[str, Any] = {"limit": args.limit, "offset": args.offset, "count": args.count}
-    try:
-        query = search_format.query_from_pairs(args.query, args.includefield)
-        with open_store(args) as store:
-            if args.search_level == "studies":
-                result = search.search_studies(store, query, **options)
-            elif args.search_level == "series":
-                result = search.search_series(store, query, study_uid=args.study, **options)
-            else:
-                result = search.search_instances(
-                    store, query, study_uid=args.study, series_uid=args.series, **options
-                )
-    except QueryError as err:
-        print(f"metastore: malformed query: {err}", file=sys.stderr)
-        return 2
-    for warning in result.warnings:
-        print(f"metastore: warning: {warning}", file=sys.stderr)
-    if args.format == "json":
-        for row in result.rows:
-            print_json_line(row)
-    else:
-        search_format.write_rows(sys.stdout, result.rows, args.format)
-    if result.truncated:
-        print(
-            "metastore: more rows match than one page holds: use --limit/--offset", file=sys.stderr
-        )
-    if result.total is not None:
-        print(f"{result.total} matching", file=sys.stderr if args.format != "table" else sys.stdout)
-    return 0
+        parser.set_defaults(handler=_search, search_level=level)

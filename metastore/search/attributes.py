@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from metastore import records
+
 
 class Level(IntEnum):
     """A level of the Study Root hierarchy, study first."""
@@ -22,19 +24,13 @@ class Level(IntEnum):
 
 # Patient and Study IE attributes (PS3.3 C.7.1.1, C.7.2.1, C.7.2.2) and the
 # study-level return keys of PS3.4 C.6.2.1.2 and PS3.18 Table 6.7.1-2.
-STUDY_LEVEL = frozenset(
+STUDY_LEVEL = frozenset(records.STUDY_KEYS) | frozenset(
     {
-        "PatientName",
-        "PatientID",
-        "IssuerOfPatientID",
         "IssuerOfPatientIDQualifiersSequence",
         "TypeOfPatientID",
         "OtherPatientIDsSequence",
         "OtherPatientNames",
-        "PatientBirthDate",
         "PatientBirthTime",
-        "PatientSex",
-        "PatientAge",
         "PatientSize",
         "PatientWeight",
         "PatientComments",
@@ -45,14 +41,7 @@ STUDY_LEVEL = frozenset(
         "PatientBreedDescription",
         "ResponsiblePerson",
         "ResponsibleOrganization",
-        "StudyInstanceUID",
-        "StudyDate",
-        "StudyTime",
-        "StudyID",
-        "StudyDescription",
-        "AccessionNumber",
         "IssuerOfAccessionNumberSequence",
-        "ReferringPhysicianName",
         "ReferringPhysicianIdentificationSequence",
         "NameOfPhysiciansReadingStudy",
         "PhysiciansOfRecord",
@@ -69,17 +58,8 @@ STUDY_LEVEL = frozenset(
 
 # Series and Equipment IE attributes (PS3.3 C.7.3.1, C.7.5.1) and the
 # series-level return keys of PS3.18 Table 6.7.1-2a.
-SERIES_LEVEL = frozenset(
+SERIES_LEVEL = (frozenset(records.SERIES_KEYS) - {"StudyInstanceUID"}) | frozenset(
     {
-        "SeriesInstanceUID",
-        "Modality",
-        "SeriesNumber",
-        "SeriesDescription",
-        "SeriesDate",
-        "SeriesTime",
-        "Laterality",
-        "BodyPartExamined",
-        "ProtocolName",
         "PerformedProcedureStepStartDate",
         "PerformedProcedureStepStartTime",
         "PerformedProcedureStepID",

@@ -14,6 +14,7 @@ series or instances matches (an ``IN`` over the lower table).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -80,11 +81,11 @@ def _lifted(term: Term, level: Level, sql: _Sql) -> Condition:
     if name == "ModalitiesInStudy" and len(term.path) == 1:
         # ModalitiesInStudy is the set of its series' modalities: match those,
         # through the (modality, study_id) index, rather than the joined text.
-        inner = series.alias("m")
+        inner = alias(series, "m")
         condition = _any(term, lambda m: sql.column(m, "CS", inner.c.modality))
         return studies.c.id.in_(sa.select(inner.c.study_id).where(condition))
     if name == "SOPClassesInStudy" and len(term.path) == 1:
-        s, i = series.alias("cs"), instances.alias("ci")
+        s, i = alias(series, "xs"), alias(instances, "xi")
         condition = _any(term, lambda m: sql.column(m, "UI", i.c.sop_class_uid))
         return studies.c.id.in_(
             sa.select(s.c.study_id).join(i, i.c.series_id == s.c.id).where(condition)
@@ -95,14 +96,20 @@ def _lifted(term: Term, level: Level, sql: _Sql) -> Condition:
     if term.level <= level:
         return _own(term, _TABLES[term.level], sql)
     if level == Level.STUDY and term.level == Level.SERIES:
-        s = series.alias("ls")
+        s = alias(series, "ls")
         return studies.c.id.in_(sa.select(s.c.study_id).where(_own(term, s, sql)))
     if level == Level.STUDY:
-        s2, i2 = series.alias("ls"), instances.alias("li")
+        s2, i2 = alias(series, "ls"), alias(instances, "li")
         pairs = sa.select(s2.c.study_id).join(i2, i2.c.series_id == s2.c.id)
         return studies.c.id.in_(pairs.where(_at(term, i2, sql)))
-    i = instances.alias("li")
+    i = alias(instances, "li")
     return series.c.id.in_(sa.select(i.c.series_id).where(_at(term, i, sql)))
+
+
+@functools.cache
+def alias(table: sa.Table, name: str) -> Any:
+    """One alias object per name: building an alias's columns costs more than the query."""
+    return table.alias(name)
 
 
 def _any(term: Term, one: Callable[[Match], Condition]) -> Condition:
@@ -124,14 +131,14 @@ def _own(term: Term, table: sa.FromClause, sql: _Sql) -> Condition:
         return _at(term, table, sql)
     held = sql.holds(table.c.metadata, term.path[0])
     if term.level == Level.STUDY:
-        s, i = series.alias("os"), instances.alias("oi")
+        s, i = alias(series, "os"), alias(instances, "oi")
         below = sa.exists(
             sa.select(sa.literal(1))
             .select_from(s.join(i, i.c.series_id == s.c.id))
             .where(s.c.study_id == table.c.id, _at(term, i, sql))
         )
     else:
-        i = instances.alias("oi")
+        i = alias(instances, "oi")
         below = sa.exists(
             sa.select(sa.literal(1)).where(i.c.series_id == table.c.id, _at(term, i, sql))
         )
@@ -285,7 +292,22 @@ class _Sql:
                     sa.or_(node.c.parent.is_(None), sa.func.typeof(node.c.key) == "integer"),
                 )
         matched = _any(term, lambda m: self.leaf(m, term.vr, text, kind))
-        return sa.exists(sa.select(sa.literal(1)).select_from(source).where(keep, matched))
+        walk = sa.exists(sa.select(sa.literal(1)).select_from(source).where(keep, matched))
+        if len(term.path) > 1 or term.vr == "PN":
+            return walk
+        # The common case, one value at the top: read it directly (walking costs ~15 us a row).
+        if self.pg:
+            top: Any = document.op("->>")(sa.literal(term.path[0]))
+            top_kind: Any = sa.func.jsonb_typeof(document.op("->")(sa.literal(term.path[0])))
+            plain = top_kind.in_(("string", "number"))
+        else:
+            top = sa.func.json_extract(document, f'$."{term.path[0]}"')
+            plain = sa.func.json_type(document, f'$."{term.path[0]}"').in_(
+                ("text", "integer", "real")
+            )
+            top_kind = sa.func.typeof(top)
+        direct = _any(term, lambda m: self.leaf(m, term.vr, top, top_kind))
+        return sa.case((plain, direct), else_=walk)
 
     def _sqlite_leaves(self, term: Term, document: Any) -> tuple[Any, Any]:
         current = document
@@ -366,7 +388,7 @@ class _Sql:
     # -- dates and times -------------------------------------------------------
 
     def sortable(self, vr: str, value: Any) -> Any:
-        """The sortable form of a stored DA/TM/DT value (``query.sortable``'s, in SQL)."""
+        """The sortable form of a stored DA/TM/DT value (``matching``'s normal form, in SQL)."""
         text = sa.func.trim(sa.cast(value, sa.Text))
         if vr == "DA":
             return sa.func.replace(sa.func.replace(text, ".", ""), "-", "")

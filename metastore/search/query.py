@@ -19,7 +19,8 @@ from functools import lru_cache
 from pydicom import datadict
 
 from metastore.dicom import keyword_for_tag, tag_for_keyword
-from metastore.errors import QueryError
+from metastore.errors import ConfigurationError, QueryError
+from metastore.matching import DATE_TIME_PAIRS, range_bounds
 from metastore.search.attributes import Level, level_of
 
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
@@ -32,15 +33,6 @@ _KEYWORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 # NUL and the C0 controls other than TAB, LF, FF, CR and ESC (PS3.5 6.1.2.3
 # allows those in text values): no DICOM value holds them.
 _BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
-# DA+TM pairs that a combined date-time range reads together (PS3.4 C.2.2.2.5.2).
-DATE_TIME_PAIRS = {
-    "StudyDate": "StudyTime",
-    "SeriesDate": "SeriesTime",
-    "AcquisitionDate": "AcquisitionTime",
-    "ContentDate": "ContentTime",
-    "PerformedProcedureStepStartDate": "PerformedProcedureStepStartTime",
-    "PatientBirthDate": "PatientBirthTime",
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -328,10 +320,6 @@ def _clean_name(name: str) -> str:
 
 # -- dates and times (C.2.2.2.5) ---------------------------------------------
 
-_DT_VALUE = r"(?:\d{4}(?:\d{2}){0,2}|\d{10}(?:\d{2}){0,2}(?:\.\d{1,6})?(?:[+-]\d{4})?)"
-_FORMS = {"DA": r"\d{8}", "TM": r"\d{2,6}(?:\.\d{1,6})?", "DT": _DT_VALUE}
-_WIDTH = {"DA": 8, "TM": 6, "DT": 14}
-
 
 def _range(key: str, vr: str, text: str) -> Range:
     low, high = _bounds(key, vr, text)
@@ -339,45 +327,18 @@ def _range(key: str, vr: str, text: str) -> Range:
 
 
 def _bounds(key: str, vr: str, text: str) -> tuple[str | None, str | None]:
-    text = text.strip()
-    if vr == "TM":
-        text = text.replace(":", "")
-    elif vr == "DA" and re.fullmatch(r"\d{4}\.\d{2}\.\d{2}", text):
-        text = text.replace(".", "")  # the ACR-NEMA form
-    form = _FORMS[vr]
-    if re.fullmatch(form, text):
-        instant = sortable(vr, text, "0")  # a single value is its own instant
-        return instant, instant
-    bounds = re.fullmatch(f"({form})?-({form})?", text)
-    if bounds is None or text == "-":
-        raise QueryError(
-            f"query parameter {key!r} ({vr}) must be a {vr} value or a range a-b, a- or -b, "
-            f"not {text!r}",
-            parameter=key,
-            value=text,
-        )
-    low = None if bounds.group(1) is None else sortable(vr, bounds.group(1), "0")
-    high = None if bounds.group(2) is None else sortable(vr, bounds.group(2), "9")
+    """``matching.range_bounds`` (the one reading of DA/TM/DT values), with a QueryError."""
+    try:
+        low, high = range_bounds(vr, text, key)
+    except ConfigurationError as err:
+        raise QueryError(str(err), parameter=key, value=text) from None
     if low is not None and high is not None and low > high:
         raise QueryError(
-            f"query parameter {key!r}: the range {text!r} ends before it starts",
+            f"query parameter {key!r}: the range {text.strip()!r} ends before it starts",
             parameter=key,
             value=text,
         )
     return low, high
-
-
-def sortable(vr: str, value: str, pad: str) -> str:
-    """A DA/TM/DT value in sortable form: DA ``YYYYMMDD``; TM/DT padded, ``.``, 6 fraction digits.
-
-    A single value and a range's low bound pad with ``0``; a range's high
-    bound pads with ``9``, so it covers the whole of its period (C.2.2.2.5.1).
-    """
-    if vr == "DA":
-        return value
-    value = re.sub(r"[+-]\d{4}$", "", value) if vr == "DT" else value
-    whole, _, fraction = value.partition(".")
-    return whole.ljust(_WIDTH[vr], pad) + "." + fraction.ljust(6, pad)
 
 
 def _date_time_term(

@@ -58,12 +58,9 @@ def etag_of(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def instance_path(base: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
-    """The service URL of an instance (``base`` is the DICOMweb root)."""
-    return (
-        f"{base}/studies/{quote(study_uid, safe='')}/series/{quote(series_uid, safe='')}"
-        f"/instances/{quote(sop_uid, safe='')}"
-    )
+def series_path(base: str, study_uid: str, series_uid: str) -> str:
+    """The service URL of a series (``base`` is the DICOMweb root)."""
+    return f"{base}/studies/{quote(study_uid, safe='')}/series/{quote(series_uid, safe='')}"
 
 
 def point_bulkdata_at(document: dict[str, Any], prefix: str) -> None:
@@ -83,13 +80,14 @@ def point_bulkdata_at(document: dict[str, Any], prefix: str) -> None:
                     point_bulkdata_at(item, f"{prefix}/{tag}/{index}")
 
 
-def render_instance(
-    metadata: Mapping[str, Any], base: str, study_uid: str, series_uid: str
-) -> dict[str, Any]:
-    """One instance's DICOM JSON with its BulkDataURIs pointing at the service."""
+def render_instance(metadata: Mapping[str, Any], series_url: str) -> dict[str, Any]:
+    """One instance's DICOM JSON with its BulkDataURIs pointing at the service.
+
+    ``series_url`` is the service URL of its series (``series_path``).
+    """
     document = denaturalize(metadata)
-    sop_uid = str(metadata.get("SOPInstanceUID", ""))
-    point_bulkdata_at(document, instance_path(base, study_uid, series_uid, sop_uid) + "/bulk")
+    sop_uid = quote(str(metadata.get("SOPInstanceUID", "")), safe="")
+    point_bulkdata_at(document, f"{series_url}/instances/{sop_uid}/bulk")
     return document
 
 
@@ -228,7 +226,8 @@ def instance_metadata(
         found = connection.execute(query).scalar()
     if found is None:
         return None
-    return orjson.dumps([render_instance(orjson.loads(found), base, study_uid, series_uid)])
+    series_url = series_path(base, study_uid, series_uid)
+    return orjson.dumps([render_instance(orjson.loads(found), series_url)])
 
 
 def _render_and_keep(
@@ -250,12 +249,11 @@ def _render_and_keep(
         kept = _kept(connection, series_id, base)
         if kept is not None:
             return kept  # another request rendered it first
+        series_url = series_path(base, study_uid, series_uid)
         metadata = connection.execute(
             _INSTANCES.where(instances.c.series_id == series_id)
         ).scalars()
-        rendered = render(
-            render_instance(orjson.loads(m), base, study_uid, series_uid) for m in metadata
-        )
+        rendered = render(render_instance(orjson.loads(m), series_url) for m in metadata)
         if not connection.execute(sa.select(series.c.id).where(series.c.id == series_id)).first():
             return rendered  # the series is gone: answer, keep nothing
         statement = db.upsert(connection, rendered_series).values(
