@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -247,4 +248,20 @@ ingest_jobs = Table(
     _updated(),
     UniqueConstraint("source_id", "unit"),
     Index(None, "state", "next_try_at"),
+)
+
+rendered_series = Table(
+    "rendered_series",
+    metadata,
+    # The WADO-RS metadata answer of one series (PS3.18 10.4), rendered once:
+    # the DICOM JSON of every instance, BulkDataURIs pointing at ``base``.
+    # A write to the series deletes its rows in the writing transaction.
+    Column("series_id", BigId, ForeignKey(series.c.id, ondelete="CASCADE"), primary_key=True),
+    # The service URL the BulkDataURIs were written for (one row per base).
+    Column("base", String(512), primary_key=True),
+    Column("etag", String(64), nullable=False),
+    Column("instances", Integer, nullable=False),
+    # gzip-compressed JSON (already compressed: no TOAST compression on PG).
+    Column("body", LargeBinary, nullable=False),
+    _created(),
 )
