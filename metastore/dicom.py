@@ -106,9 +106,11 @@ __all__ = [
     "VR_MAP_KEY",
     "denaturalize",
     "keyword_for_tag",
+    "known_tags",
     "naturalize",
     "person_name_text",
     "tag_for_keyword",
+    "tag_info",
 ]
 
 VR_MAP_KEY: Final = "_vrMap"
@@ -174,6 +176,16 @@ def _tag_info(key: object) -> _TagInfo | None:
     if datadict.dictionary_has_tag(tag) or datadict.mask_match(tag):
         return (key, _default_vr(datadict.dictionary_VR(tag)))
     return (key, None)
+
+
+def tag_info(tag: str) -> tuple[str, str | None] | None:
+    """The naturalized key and default VR of a member name (``None`` if it is not a tag)."""
+    return _BY_TAG.get(tag) or _tag_info(tag)
+
+
+def known_tags() -> dict[int, tuple[str, str | None]]:
+    """The naturalized key and default VR of every tag with a keyword, by tag number."""
+    return {int(tag, 16): info for tag, info in _BY_TAG.items()}
 
 
 def keyword_for_tag(tag: str) -> str | None:
