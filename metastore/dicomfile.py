@@ -36,7 +36,7 @@ from typing import Any, Final
 import orjson
 import pydicom
 from pydicom import config as pydicom_config
-from pydicom.datadict import DicomDictionary
+from pydicom._dicom_dict import DicomDictionary
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -62,6 +62,8 @@ BULK_THRESHOLD: Final = (1024 // 4) * 3
 #: Values longer than this are not read from the file at all (only bulk data is that long).
 _DEFER_SIZE: Final = 4096
 _UID_KEYWORDS: Final = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+#: Media Storage Directory Storage (PS3.10 8.6): a DICOMDIR.
+_DIRECTORY: Final = "1.2.840.10008.1.3.10"
 _LUT_DESCRIPTORS: Final = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
 
 _NUMBERS: Final = {
@@ -166,7 +168,7 @@ def _read_file(path: Path, url: str) -> FileRead:
         dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True, defer_size=_DEFER_SIZE)
         for keyword in _UID_KEYWORDS:
             if not dataset.get(keyword):
-                return FileRead(not_dicom=f"not a composite DICOM instance: no {keyword}")
+                return _not_an_instance(dataset, keyword)
         meta = naturalize_dataset(dataset, url.removeprefix("dicomweb:"))
     except InvalidMetadata as err:
         return FileRead(error=str(err))
@@ -176,6 +178,16 @@ def _read_file(path: Path, url: str) -> FileRead:
     meta["url"] = url
     meta["imageId"] = url
     return FileRead(meta=meta)
+
+
+def _not_an_instance(dataset: Dataset, keyword: str) -> FileRead:
+    """A file without an instance's UIDs: not DICOM, a DICOMDIR, or a broken DICOM file."""
+    if getattr(dataset, "preamble", None) is None:
+        return FileRead(not_dicom=f"not a DICOM instance: no {keyword}")
+    sop_class = dataset.get("file_meta", Dataset()).get("MediaStorageSOPClassUID")
+    if sop_class == _DIRECTORY:
+        return FileRead(not_dicom="a DICOMDIR (a directory of files), not an instance")
+    return FileRead(error=f"a DICOM file without {keyword}")
 
 
 def _marked(path: Path) -> bool:
@@ -193,6 +205,32 @@ def naturalize_dataset(dataset: Dataset, bulk_uri: str) -> dict[str, Any]:
         return _naturalized(dataset, bulk_uri, top=True)
 
 
+# How an element of a tag and VR is converted: naturalized key, VR, whether the
+# VR differs from the tag's default, the converter, and the kind below.
+_Plan = tuple[str, str, bool, Callable[[bytes, str, str], Any] | None, int]
+_VALUE, _TEXT_VALUE, _SEQUENCE, _BULK = range(4)
+_PLANS: dict[tuple[int, str | None], _Plan | None] = {}
+
+
+def _plan(number: int, explicit_vr: str | None) -> _Plan | None:
+    """How to convert elements of this tag and VR here (``None``: only pydicom can)."""
+    key = (number, explicit_vr)
+    if key in _PLANS:
+        return _PLANS[key]
+    vr = explicit_vr or _IMPLICIT_VR.get(number)
+    plan: _Plan | None = None
+    if vr is not None and number not in _LUT_DESCRIPTORS:
+        name, default_vr = _TAGS.get(number) or _tag_info(number)
+        differs = vr != default_vr
+        if vr == "SQ":
+            plan = (name, vr, differs, None, _SEQUENCE)
+        elif vr in _CONVERTERS:
+            kind = _TEXT_VALUE if vr in _CHARSET_VRS else _BULK if vr in _BINARY else _VALUE
+            plan = (name, vr, differs, _CONVERTERS[vr], kind)
+    _PLANS[key] = plan
+    return plan
+
+
 def _naturalized(dataset: Dataset, bulk_uri: str, *, top: bool) -> dict[str, Any]:
     """A data set's naturalized form; at the top, an element that does not read is left out."""
     out: dict[str, Any] = {}
@@ -200,43 +238,45 @@ def _naturalized(dataset: Dataset, bulk_uri: str, *, top: bool) -> dict[str, Any
     nulls: list[str] = []
     text_ok: bool | None = None
     for tag, element in list(dataset._dict.items()):
+        number = int(tag)  # BaseTag compares in Python: plain ints look up faster
         try:
             if type(element) is RawDataElement and element.is_little_endian:
-                vr = element.VR or _IMPLICIT_VR.get(tag)
+                plan = _plan(number, element.VR)
                 raw = element.value
-                convert = _CONVERTERS.get(vr)  # type: ignore[arg-type]
-                if convert is not None and raw is not None and tag not in _LUT_DESCRIPTORS:
-                    if vr in _CHARSET_VRS and raw:
-                        if text_ok is None:
-                            text_ok = _ascii_compatible(dataset)
-                        fast = text_ok and raw.isascii() and b"\x1b" not in raw
-                    else:
-                        fast = True
-                    if fast:
-                        name, default_vr = _TAGS.get(tag) or _tag_info(tag)
-                        if vr != default_vr:
+                if plan is not None:
+                    name, vr, differs, convert, kind = plan
+                    if raw is None:
+                        if kind == _BULK and BULK_THRESHOLD < element.length != 0xFFFFFFFF:
+                            # Deferred (never read): only bulk data is that long.
+                            if differs:
+                                vr_map[name] = vr
+                            out[name] = {"BulkDataURI": bulk_uri}
+                            continue
+                    elif kind == _SEQUENCE:
+                        out[name] = [
+                            _naturalized(item, bulk_uri, top=False) for item in dataset[tag].value
+                        ]
+                        if differs:
                             vr_map[name] = vr
-                        out[name] = convert(raw, vr, bulk_uri) if raw else None
                         continue
-                elif vr == "SQ" and raw is not None:
-                    name, default_vr = _TAGS.get(tag) or _tag_info(tag)
-                    items = [_naturalized(item, bulk_uri, top=False) for item in dataset[tag].value]
-                    if vr != default_vr:
-                        vr_map[name] = vr
-                    out[name] = items
-                    continue
-                elif raw is None and vr in _BINARY and BULK_THRESHOLD < element.length != 0xFFFFFFFF:
-                    # Deferred (never read): only bulk data is that long.
-                    name, default_vr = _TAGS.get(tag) or _tag_info(tag)
-                    if vr != default_vr:
-                        vr_map[name] = vr
-                    out[name] = {"BulkDataURI": bulk_uri}
-                    continue
+                    else:
+                        if kind == _TEXT_VALUE and raw:
+                            if text_ok is None:
+                                text_ok = _ascii_compatible(dataset)
+                            fast = text_ok and raw.isascii() and b"\x1b" not in raw
+                        else:
+                            fast = True
+                        if fast:
+                            assert convert is not None
+                            out[name] = convert(raw, vr, bulk_uri) if raw else None
+                            if differs:
+                                vr_map[name] = vr
+                            continue
             _merge(_slow(dataset, tag, bulk_uri), out, vr_map, nulls)
         except Exception as err:
             if not top:
                 raise
-            log.debug("left out %08X: %s", tag, err)
+            log.debug("left out %08X: %s", number, err)
     if vr_map:
         out[VR_MAP_KEY] = vr_map
     if nulls:
@@ -401,8 +441,8 @@ def _single(raw: bytes, vr: str, bulk_uri: str) -> Any:
 
 
 def _pn(raw: bytes, vr: str, bulk_uri: str) -> Any:
-    value = convert_PN(raw, None)
-    names = value if hasattr(value, "append") else [value]
+    value: Any = convert_PN(raw, None)
+    names: list[Any] = list(value) if hasattr(value, "append") else [value]
     if len(names) == 1 and not str(names[0]):
         return None
     out = []

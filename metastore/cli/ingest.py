@@ -40,6 +40,8 @@ def _report(summary: IngestSummary) -> int:
     print(summary)
     for failure in summary.failures:
         print(f"failed: {failure}", file=sys.stderr)
+    for path, reason in summary.unreadable_files:
+        print(f"unreadable: {path}: {reason}", file=sys.stderr)
     for path, reason in summary.skipped_files:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     return 0 if summary.ok else 1
@@ -89,6 +91,7 @@ def _ingest_folder(args: argparse.Namespace) -> int:
             url_root=args.url_root,
             source=args.source,
             keep_going=args.keep_going,
+            workers=args.workers,
             progress=terminal(),
         )
     return _report(summary)
@@ -210,5 +213,13 @@ def _add_file_commands(kinds: Any) -> None:
         "--keep-going",
         env="METASTORE_FOLDER_KEEP_GOING",
         help="skip studies the index refuses and list them (exit 1 when any failed)",
+    )
+    option(
+        folder,
+        "--workers",
+        env="METASTORE_FOLDER_WORKERS",
+        type=int,
+        default=None,
+        help="processes reading files (default: the number of cores)",
     )
     folder.set_defaults(handler=_ingest_folder)

@@ -67,28 +67,33 @@ def ingest_folder(
     url_root: str | None = None,
     source: str | None = None,
     keep_going: bool = False,
+    workers: int | None = None,
     progress: Reporting = None,
 ) -> IngestSummary:
-    """Index every DICOM file under ``root``; unreadable files are reported and skipped.
+    """Index every DICOM file under ``root``, each read once, by ``workers`` processes.
 
-    ``source`` defaults to the folder's name (kind ``folder``). A study the
-    store refuses raises ``InvalidMetadata``, or with ``keep_going`` is
-    listed in the summary's ``failures``.
+    ``workers`` defaults to the number of cores. ``source`` defaults to the
+    folder's name (kind ``folder``). Files that are not DICOM are skipped
+    and listed (``skipped_files``); DICOM files that cannot be read are
+    listed in ``unreadable_files`` (the summary is then not ``ok``). A
+    study the store refuses raises ``InvalidMetadata``, or with
+    ``keep_going`` is listed in the summary's ``failures``.
     """
-    base = Path(root)
-    name = source or base.resolve().name or "folder"
-    index = folder.scan_folder(base, url_root=url_root, progress=progress)
+    files = folder.list_folder(root, url_root=url_root)
+    name = source or files.root.name or "folder"
     store.register_source(
-        name, folder.KIND, root_url=index.url_root, settings={"path": str(base.resolve())}
+        name, folder.KIND, root_url=files.url_root, settings={"path": str(files.root)}
     )
-    total = len(index.studies)
-    with Progress(f"ingest {base}", unit="studies", total=total, display=progress) as bar:
+    shown = str(files.root)
+    total = len(files.paths)
+    with Progress(f"ingest {shown}", unit="files", total=total, display=progress) as bar:
         tally = Tally()
-        studies = folder.folder_studies(index)
-        _write_all(store, studies, name, str(base), tally, bar, keep_going=keep_going)
-        tally.skipped_files.extend(index.unreadable)
+        studies = folder.read_folder(files, workers=workers, progress=bar)
+        _write_all(store, studies, name, shown, tally, bar, keep_going=keep_going, advance=0)
+        tally.skipped_files.extend(files.skipped)
+        tally.unreadable_files.extend(files.unreadable)
         summary = tally.summary(name, bar.elapsed)
-    log.info("%s: %s", base, summary)
+    log.info("%s: %s", shown, summary)
     return summary
 
 
@@ -101,8 +106,12 @@ def _write_all(
     bar: Progress,
     *,
     keep_going: bool,
+    advance: int = 1,
 ) -> None:
-    """Write each study; a failure (read, or refused by the store) stops, or is listed."""
+    """Write each study; a failure (read, or refused by the store) stops, or is listed.
+
+    ``advance``: how far each study moves the bar (0 when it counts something else).
+    """
     for number, item in enumerate(studies):
         failure = item if isinstance(item, StudyFailure) else None
         if isinstance(item, StudyMetadata):
@@ -113,7 +122,10 @@ def _write_all(
                 failure = StudyFailure(index=number, study_uid=uid and str(uid), error=err)
             else:
                 tally.add(studies=1, **counts)
-                bar.update(1, instances=counts["instances"])
+                others = {"instances": counts["instances"]}
+                if bar.unit != "studies":
+                    others["studies"] = 1
+                bar.update(advance, **others)
                 continue
         assert failure is not None
         if not keep_going:

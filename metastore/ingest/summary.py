@@ -83,12 +83,15 @@ class IngestSummary:
     queued: int | None = None
     job_states: Mapping[str, int] = field(default_factory=dict)
     failures: Failures = field(default_factory=Failures)
+    #: Files left out that are not DICOM instances (path, reason): not a failure.
     skipped_files: tuple[tuple[str, str], ...] = ()
+    #: DICOM files that could not be read (path, reason): a failure.
+    unreadable_files: tuple[tuple[str, str], ...] = ()
 
     @property
     def ok(self) -> bool:
-        """True when every study (and every file) was ingested."""
-        return not self.failures and not self.skipped_files
+        """True when every study and every DICOM file was ingested."""
+        return not self.failures and not self.unreadable_files
 
     @property
     def errors(self) -> tuple[str, ...]:
@@ -111,6 +114,8 @@ class IngestSummary:
             text += f"; {self.jobs} jobs, {self.retries} retries, {int(self.failures)} failed"
         elif self.failures:
             text += f"; {int(self.failures)} studies failed"
+        if self.unreadable_files:
+            text += f"; {len(self.unreadable_files)} unreadable files"
         if self.skipped_files:
             text += f"; {len(self.skipped_files)} files skipped"
         return text
@@ -123,6 +128,7 @@ class Tally:
         self.counts = dict.fromkeys(COUNTS, 0)
         self.failures: list[Failure] = []
         self.skipped_files: list[tuple[str, str]] = []
+        self.unreadable_files: list[tuple[str, str]] = []
 
     def add(self, **counts: int) -> None:
         for key, value in counts.items():
@@ -133,6 +139,7 @@ class Tally:
         self.add(**{key: getattr(summary, key) for key in COUNTS})
         self.failures.extend(summary.failures)
         self.skipped_files.extend(summary.skipped_files)
+        self.unreadable_files.extend(summary.unreadable_files)
 
     def summary(
         self,
@@ -152,6 +159,7 @@ class Tally:
             job_states=dict(job_states or {}),
             failures=Failures(self.failures),
             skipped_files=tuple(self.skipped_files),
+            unreadable_files=tuple(self.unreadable_files),
             jobs=c["jobs"],
             studies=c["studies"],
             series=c["series"],
