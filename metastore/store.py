@@ -68,17 +68,22 @@ class MetaStore:
     ``url`` is a SQLAlchemy database URL (SQLite or ``postgresql+psycopg``);
     None takes ``METASTORE_DATABASE_URL``, else ``sqlite:///metastore.db``.
     A brand-new database is migrated to head; one behind head raises
-    ``SchemaNotAtHead``. Use as a context manager, or call ``close()``.
+    ``SchemaNotAtHead``. ``read_only`` (for readers): an SQLite database
+    must exist and is opened read-only, and nothing is migrated. Use as a
+    context manager, or call ``close()``.
     """
 
-    def __init__(self, url: str | None = None, *, migrate: bool = True) -> None:
+    def __init__(
+        self, url: str | None = None, *, migrate: bool = True, read_only: bool = False
+    ) -> None:
         self.url = db.resolve_url(url)
-        self._engine: Engine | None = db.create_engine(self.url)
+        self.read_only = read_only
+        self._engine: Engine | None = db.create_engine(self.url, read_only=read_only)
         self._listeners: dict[EventType, list[Listener]] = defaultdict(list)
         self._source_ids: dict[str, int] = {}
         if migrate:
             try:
-                db.ensure_schema(self._engine)
+                db.ensure_schema(self._engine, create=not read_only)
             except BaseException:
                 self.close()
                 raise
