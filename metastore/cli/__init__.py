@@ -82,7 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"metastore: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("metastore: interrupted", file=sys.stderr)
+        from metastore.cli import progress
+
+        done = f" after {progress.last[0].summary()}" if progress.last else ""
+        print(f"metastore: interrupted{done}; what was written is kept", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`metastore changes | head -1`): stop quietly, and

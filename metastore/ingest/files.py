@@ -46,10 +46,11 @@ def ingest_launch_file(
     reader = dicomjson.DicomJsonSource(config)
     store.register_source(name, dicomjson.KIND, root_url=redact_url(location))
     shown = reader.location
-    with Progress(f"ingest {shown}", unit="studies", display=progress) as bar:
+    with Progress(f"ingest {shown}", unit="bytes", display=progress) as bar:
         tally = Tally()
         try:
-            _write_all(store, reader.studies(), name, shown, tally, bar, keep_going=keep_going)
+            studies = reader.studies(progress=bar)
+            _write_all(store, studies, name, shown, tally, bar, keep_going=keep_going)
         except InvalidMetadata as err:
             if not keep_going or not tally.counts["studies"] and not tally.failures:
                 raise
@@ -89,7 +90,7 @@ def ingest_folder(
     with Progress(f"ingest {shown}", unit="files", total=total, display=progress) as bar:
         tally = Tally()
         studies = folder.read_folder(files, workers=workers, progress=bar)
-        _write_all(store, studies, name, shown, tally, bar, keep_going=keep_going, advance=0)
+        _write_all(store, studies, name, shown, tally, bar, keep_going=keep_going)
         tally.skipped_files.extend(files.skipped)
         tally.unreadable_files.extend(files.unreadable)
         summary = tally.summary(name, bar.elapsed)
@@ -106,11 +107,10 @@ def _write_all(
     bar: Progress,
     *,
     keep_going: bool,
-    advance: int = 1,
 ) -> None:
     """Write each study; a failure (read, or refused by the store) stops, or is listed.
 
-    ``advance``: how far each study moves the bar (0 when it counts something else).
+    The bar counts bytes or files as they are read; each study adds to its ``studies``.
     """
     for number, item in enumerate(studies):
         failure = item if isinstance(item, StudyFailure) else None
@@ -122,10 +122,7 @@ def _write_all(
                 failure = StudyFailure(index=number, study_uid=uid and str(uid), error=err)
             else:
                 tally.add(studies=1, **counts)
-                others = {"instances": counts["instances"]}
-                if bar.unit != "studies":
-                    others["studies"] = 1
-                bar.update(advance, **others)
+                bar.update(0, studies=1, instances=counts["instances"])
                 continue
         assert failure is not None
         if not keep_going:
