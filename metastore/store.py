@@ -347,6 +347,19 @@ class MetaStore:
         self._notify(events)
         return True
 
+    def delete_source(self, name: str) -> list[writer.RemovedSeries] | None:
+        """Delete a source and its series lists (None: no such source); see ``writer``."""
+        with self._writing(f"deleting source {name}") as connection:
+            found = connection.execute(sa.select(sources.c.id).where(sources.c.name == name))
+            source_id = found.scalar()
+            if source_id is None:
+                return None
+            removed, rows = writer.delete_source_rows(connection, source_id, name)
+            events = write_events(connection, rows)
+        self._source_ids.pop(name, None)
+        self._notify(events)
+        return removed
+
     # -- reads ---------------------------------------------------------------
 
     def get_study(self, study_uid: str) -> dict[str, Any] | None:

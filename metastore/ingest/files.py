@@ -10,16 +10,16 @@ checked all of it, so a bad study leaves nothing behind. A bad study raises
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
-from metastore.errors import InvalidMetadata
+from metastore.errors import ConfigurationError, InvalidMetadata
 from metastore.ingest.summary import Failure, IngestSummary, Tally
 from metastore.ingest.write import write_study
 from metastore.launchfile import StudyFailure
 from metastore.progress import Progress, Reporting
 from metastore.sources import SourceConfig, StudyMetadata, dicomjson, folder
-from metastore.sources.stream import redact_url, stem
+from metastore.sources.stream import is_url, redact_url, stem
 from metastore.store import MetaStore
 
 log = logging.getLogger(__name__)
@@ -37,19 +37,25 @@ def ingest_launch_file(
     """Index every study of a launch file (a path or an http(s) URL).
 
     ``source`` defaults to the file's stem (``studies.json.gz`` ->
-    ``studies``); it is registered as kind ``dicomjson`` with the path or
-    the URL without its query string. A bad study raises
-    ``InvalidMetadata`` naming the file, the JSON path and the UIDs.
+    ``studies``); it is registered as kind ``dicomjson`` with the absolute
+    path or the URL without its query string, once the first study is
+    read (a file that cannot be read registers nothing). A default name
+    already taken by another file is refused: name the source. A bad study
+    raises ``InvalidMetadata`` naming the file, the JSON path and the UIDs.
     """
     name = source or stem(location)
+    root = redact_url(location) if is_url(location) else str(Path(location).absolute())
+    _check_same_root(store, name, root, named=source is not None)
     config = SourceConfig(name=name, kind=dicomjson.KIND, root=location, headers=headers or {})
     reader = dicomjson.DicomJsonSource(config)
-    store.register_source(name, dicomjson.KIND, root_url=redact_url(location))
     shown = reader.location
     with Progress(f"ingest {shown}", unit="bytes", display=progress) as bar:
         tally = Tally()
         try:
-            studies = reader.studies(progress=bar)
+            studies = _registering(
+                reader.studies(progress=bar),
+                lambda: store.register_source(name, dicomjson.KIND, root_url=root),
+            )
             _write_all(store, studies, name, shown, tally, bar, keep_going=keep_going)
         except InvalidMetadata as err:
             if not keep_going or not tally.counts["studies"] and not tally.failures:
@@ -82,6 +88,7 @@ def ingest_folder(
     """
     files = folder.list_folder(root, url_root=url_root)
     name = source or files.root.name or "folder"
+    _check_same_root(store, name, files.url_root, named=source is not None)
     store.register_source(
         name, folder.KIND, root_url=files.url_root, settings={"path": str(files.root)}
     )
@@ -96,6 +103,29 @@ def ingest_folder(
         summary = tally.summary(name, bar.elapsed)
     log.info("%s: %s", shown, summary)
     return summary
+
+
+def _check_same_root(store: MetaStore, name: str, root: str, *, named: bool) -> None:
+    """Refuse to merge two different files or folders into a source by a default name."""
+    existing = store.get_source(name)
+    if named or existing is None or existing.root_url in (None, root):
+        return
+    raise ConfigurationError(
+        f"the source {name!r} already holds {existing.root_url}; "
+        f"give {root} a name of its own with --source"
+    )
+
+
+def _registering(
+    studies: Iterable[StudyMetadata | StudyFailure], register: Callable[[], object]
+) -> Iterator[StudyMetadata | StudyFailure]:
+    """The studies, the source registered just before the first one is handed on."""
+    registered = False
+    for study in studies:
+        if not registered:
+            register()
+            registered = True
+        yield study
 
 
 def _write_all(
