@@ -23,8 +23,10 @@ def test_help_names_every_option_and_its_env_twin(capsys: pytest.CaptureFixture[
             parser.parse_args(argv)
         assert done.value.code == 0
         text = capsys.readouterr().out
-        assert "METASTORE_INGEST_DICOMWEB_LEASE" in text or "METASTORE_WORKER_LEASE" in text or (
-            "METASTORE_JOBS_STATE" in text
+        assert (
+            "METASTORE_INGEST_DICOMWEB_LEASE" in text
+            or "METASTORE_WORKER_LEASE" in text
+            or ("METASTORE_JOBS_STATE" in text)
         )
     with pytest.raises(SystemExit):
         parser.parse_args(["ingest", "dicomweb", "--help"])

@@ -293,7 +293,7 @@ class DicomWebSource:
             raise SourceError(f"source {self.config.name!r} is closed", source=self.config.name)
         self.requests += 1
         try:
-            response = self._client.get(url, params=params)
+            response = self._client.get(url + query_string(params))
             body = response.content
         except httpx.TimeoutException as exc:
             raise SourceUnavailable(
@@ -366,6 +366,27 @@ def _item_path(index: int, err: InvalidMetadata) -> str:
     """The JSON path of a problem inside item ``index`` of a response array."""
     inner = err.context.get("path")
     return f"[{index}]" if inner in (None, "$") else f"[{index}].{inner}"
+
+
+# Query characters sent as they are: printable ASCII but for what a browser
+# encodes in a query (space " # < > ', WHATWG URL "query percent-encode set")
+# and the separators & = + and % itself. Servers that do not decode query
+# values (Orthanc 1.10 matches "%2A" literally) then see `*`, `?`, `^` and
+# `,` as OHIF in a browser sends them.
+_QUERY_SAFE = "".join(
+    c for c in map(chr, range(0x21, 0x7F)) if c.isalnum() is False and c not in "\"#<>'&=+%"
+)
+
+
+def query_string(params: Mapping[str, Any] | None) -> str:
+    """``?key=value&...`` with only what must be percent-encoded encoded (see ``_QUERY_SAFE``)."""
+    if not params:
+        return ""
+    pairs = (
+        f"{quote(str(key), safe=_QUERY_SAFE)}={quote(str(value), safe=_QUERY_SAFE)}"
+        for key, value in params.items()
+    )
+    return "?" + "&".join(pairs)
 
 
 def _param(value: Any) -> str:
