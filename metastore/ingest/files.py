@@ -88,7 +88,7 @@ def ingest_folder(
     """
     files = folder.list_folder(root, url_root=url_root)
     name = source or files.root.name or "folder"
-    _check_same_root(store, name, files.url_root, named=source is not None)
+    _check_same_root(store, name, str(files.root), named=source is not None)
     store.register_source(
         name, folder.KIND, root_url=files.url_root, settings={"path": str(files.root)}
     )
@@ -106,13 +106,18 @@ def ingest_folder(
 
 
 def _check_same_root(store: MetaStore, name: str, root: str, *, named: bool) -> None:
-    """Refuse to merge two different files or folders into a source by a default name."""
+    """Refuse to merge two different files or folders into a source by a default name.
+
+    A file is known by its ``root_url``, a folder by its ``path`` setting.
+    """
     existing = store.get_source(name)
-    if named or existing is None or existing.root_url in (None, root):
+    if named or existing is None:
+        return
+    held = existing.settings.get("path") if existing.kind == folder.KIND else existing.root_url
+    if held in (None, root):
         return
     raise ConfigurationError(
-        f"the source {name!r} already holds {existing.root_url}; "
-        f"give {root} a name of its own with --source"
+        f"the source {name!r} already holds {held}; give {root} a name of its own with --source"
     )
 
 
@@ -162,5 +167,8 @@ def _write_all(
 
 
 def _failure(failure: StudyFailure) -> Failure:
-    unit = f"studies[{failure.index}] ({failure.study_uid or 'no StudyInstanceUID'})"
+    if failure.index < 0 or failure.study_uid:
+        unit = f"study {failure.study_uid or '(the rest of the file)'}"
+    else:
+        unit = f"studies[{failure.index}] (no StudyInstanceUID)"
     return Failure(unit=unit, study_uid=failure.study_uid, error=str(failure.error))

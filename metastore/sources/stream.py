@@ -27,6 +27,7 @@ from metastore.progress import Counter, Progress
 log = logging.getLogger(__name__)
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
 _TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _CHUNK = 1 << 16
 
@@ -109,9 +110,13 @@ class _ChunkReader(io.RawIOBase):
 
 
 def _maybe_gunzip(buffered: io.BufferedReader[Any]) -> IO[bytes]:
+    """The stream, decompressed if it is gzip, past a UTF-8 byte order mark if it has one."""
+    stream: Any = buffered
     if buffered.peek(2)[:2] == _GZIP_MAGIC:
-        return cast(IO[bytes], gzip.GzipFile(fileobj=buffered, mode="rb"))
-    return cast(IO[bytes], buffered)
+        stream = io.BufferedReader(gzip.GzipFile(fileobj=buffered, mode="rb"), _CHUNK)
+    if stream.peek(3)[:3] == _BOM:  # Windows editors write one; JSON parsers refuse it
+        stream.read(3)
+    return cast(IO[bytes], stream)
 
 
 @contextmanager
