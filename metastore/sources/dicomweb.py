@@ -34,6 +34,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -104,7 +105,9 @@ class DicomWebSource:
     def __init__(
         self, config: SourceConfig, *, transport: httpx.BaseTransport | None = None
     ) -> None:
-        if not config.root or urlsplit(config.root).scheme not in ("http", "https"):
+        scheme = urlsplit(config.root or "").scheme
+        # file:// only for a tree on disk, which brings its own transport.
+        if not config.root or scheme not in ("http", "https", "file" if transport else ""):
             raise ConfigurationError(
                 f"source {config.name!r}: the root must be an http(s) URL, not {config.root!r}",
                 source=config.name,
@@ -469,8 +472,10 @@ def dicomweb_config(
     logged holds none. The name defaults to the root's host and port.
     """
     clean, from_url = split_credentials(root.rstrip("/"))
+    if static and not urlsplit(clean).scheme and Path(clean).is_dir():
+        clean = Path(clean).absolute().as_uri()  # a static tree on disk
     return SourceConfig(
-        name=name or urlsplit(clean).netloc or clean,
+        name=name or urlsplit(clean).netloc or clean.rstrip("/").rsplit("/", 1)[-1],
         kind="static_wado" if static else "dicomweb",
         root=clean,
         settings={key: value for key, value in (settings or {}).items() if value is not None},
