@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         UnknownSource,
     )
     from metastore.events import EVENTS, Consumer, Event, EventType
+    from metastore.quirks import Quirk, Quirks
     from metastore.store import MetaStore, SourceInfo, WriteResult
 
 #: Where each exported name lives.
@@ -51,6 +52,8 @@ _HOMES = {
     "LeaseLost": "metastore.errors",
     "MetaStore": "metastore.store",
     "MetastoreError": "metastore.errors",
+    "Quirk": "metastore.quirks",
+    "Quirks": "metastore.quirks",
     "SchemaNotAtHead": "metastore.errors",
     "SourceError": "metastore.errors",
     "SourceInfo": "metastore.store",
@@ -78,6 +81,8 @@ __all__ = [
     "LeaseLost",
     "MetaStore",
     "MetastoreError",
+    "Quirk",
+    "Quirks",
     "SchemaNotAtHead",
     "SourceError",
     "SourceInfo",

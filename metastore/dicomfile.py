@@ -44,8 +44,9 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import IS, MAX_VALUE_LEN, STR_VR_REGEXES, VALIDATORS
 from pydicom.values import convert_PN
 
-from metastore.dicom import NULL_VALUE_KEY, VR_MAP_KEY, known_tags, naturalize, tag_info
+from metastore.dicom import naturalize
 from metastore.errors import InvalidMetadata
+from metastore.quirks import Quirks
 
 __all__ = [
     "BULK_THRESHOLD",
@@ -85,7 +86,6 @@ _FLOATS: Final = frozenset({"FL", "FD"})
 _CHARSET_VRS: Final = _TEXT | _SINGLE | {"PN"}
 _MAX_LENGTH: Final = MAX_VALUE_LEN
 _PATTERNS: Final = STR_VR_REGEXES
-_TAGS: Final = known_tags()
 
 # The dictionary VR of every public tag with one VR (implicit VR files).
 _IMPLICIT_VR: Final[dict[int, str]] = {
@@ -104,7 +104,7 @@ class _Drop(Exception):
 class FileRead:
     """What reading one file gave: metadata, or why not, and pydicom's complaints."""
 
-    __slots__ = ("meta", "messages", "not_dicom", "error")
+    __slots__ = ("meta", "messages", "not_dicom", "error", "quirks")
 
     def __init__(
         self,
@@ -113,11 +113,14 @@ class FileRead:
         messages: list[str] | None = None,
         not_dicom: str | None = None,
         error: str | None = None,
+        quirks: dict[str, int] | None = None,
     ) -> None:
         self.meta = meta
         self.messages = messages or []
         self.not_dicom = not_dicom
         self.error = error
+        #: What pydicom wrote that ``naturalize`` normalized, a count per kind.
+        self.quirks = quirks or {}
 
 
 class _Capture(logging.Handler):
@@ -169,7 +172,8 @@ def _read_file(path: Path, url: str) -> FileRead:
         for keyword in _UID_KEYWORDS:
             if not dataset.get(keyword):
                 return _not_an_instance(dataset, keyword)
-        meta = naturalize_dataset(dataset, url.removeprefix("dicomweb:"))
+        quirks = Quirks()
+        meta = naturalize_dataset(dataset, url.removeprefix("dicomweb:"), quirks)
     except InvalidMetadata as err:
         return FileRead(error=str(err))
     except (InvalidDicomError, OSError, ValueError, TypeError, EOFError, KeyError) as err:
@@ -177,7 +181,7 @@ def _read_file(path: Path, url: str) -> FileRead:
         return FileRead(error=reason) if _marked(path) else FileRead(not_dicom=reason)
     meta["url"] = url
     meta["imageId"] = url
-    return FileRead(meta=meta)
+    return FileRead(meta=meta, quirks=quirks.as_dict() if quirks else None)
 
 
 def _not_an_instance(dataset: Dataset, keyword: str) -> FileRead:
@@ -199,16 +203,21 @@ def _marked(path: Path) -> bool:
         return False
 
 
-def naturalize_dataset(dataset: Dataset, bulk_uri: str) -> dict[str, Any]:
-    """The naturalized metadata of a pydicom data set (no file meta, no pixel data)."""
+def naturalize_dataset(
+    dataset: Dataset, bulk_uri: str, quirks: Quirks | None = None
+) -> dict[str, Any]:
+    """The naturalized metadata of a pydicom data set (no file meta, no pixel data).
+
+    What pydicom's values need normalized (as its JSON would) is counted into ``quirks``.
+    """
     with pydicom_config.strict_reading():
-        return _naturalized(dataset, bulk_uri, top=True)
+        document = _dataset_json(dataset, bulk_uri, top=True)
+    return naturalize(document, quirks)
 
 
-# How an element of a tag and VR is converted: naturalized key, VR, whether the
-# VR differs from the tag's default, the converter, and the kind below.
-_Plan = tuple[str, str, bool, Callable[[bytes, str, str], Any] | None, int]
-_VALUE, _TEXT_VALUE, _SEQUENCE, _BULK = range(4)
+# How an element of a tag and VR is converted here: its VR, its converter
+# (None: a sequence), and whether its text depends on the character set.
+_Plan = tuple[str, Callable[[bytes, str, str], dict[str, Any]] | None, bool]
 _PLANS: dict[tuple[int, str | None], _Plan | None] = {}
 
 
@@ -220,85 +229,72 @@ def _plan(number: int, explicit_vr: str | None) -> _Plan | None:
     vr = explicit_vr or _IMPLICIT_VR.get(number)
     plan: _Plan | None = None
     if vr is not None and number not in _LUT_DESCRIPTORS:
-        name, default_vr = _TAGS.get(number) or _tag_info(number)
-        differs = vr != default_vr
         if vr == "SQ":
-            plan = (name, vr, differs, None, _SEQUENCE)
+            plan = (vr, None, False)
         elif vr in _CONVERTERS:
-            kind = _TEXT_VALUE if vr in _CHARSET_VRS else _BULK if vr in _BINARY else _VALUE
-            plan = (name, vr, differs, _CONVERTERS[vr], kind)
+            plan = (vr, _CONVERTERS[vr], vr in _CHARSET_VRS)
     _PLANS[key] = plan
     return plan
 
 
-def _naturalized(dataset: Dataset, bulk_uri: str, *, top: bool) -> dict[str, Any]:
-    """A data set's naturalized form; at the top, an element that does not read is left out."""
+def _dataset_json(dataset: Dataset, bulk_uri: str, *, top: bool) -> dict[str, Any]:
+    """A data set in the DICOM JSON model; at the top, an element that does not read is left out."""
     out: dict[str, Any] = {}
-    vr_map: dict[str, Any] = {}
-    nulls: list[str] = []
     text_ok: bool | None = None
     for tag, element in list(dataset._dict.items()):
         number = int(tag)  # BaseTag compares in Python: plain ints look up faster
         try:
+            plan = None
             if type(element) is RawDataElement and element.is_little_endian:
                 plan = _plan(number, element.VR)
+            if plan is not None and isinstance(element, RawDataElement):
+                vr, convert, charset = plan
                 raw = element.value
-                if plan is not None:
-                    name, vr, differs, convert, kind = plan
-                    if raw is None:
-                        if kind == _BULK and BULK_THRESHOLD < element.length != 0xFFFFFFFF:
-                            # Deferred (never read): only bulk data is that long.
-                            if differs:
-                                vr_map[name] = vr
-                            out[name] = {"BulkDataURI": bulk_uri}
-                            continue
-                    elif kind == _SEQUENCE:
-                        out[name] = [
-                            _naturalized(item, bulk_uri, top=False) for item in dataset[tag].value
-                        ]
-                        if differs:
-                            vr_map[name] = vr
+                if raw is None:
+                    # Deferred (never read): only bulk data is that long.
+                    if vr in _BINARY and BULK_THRESHOLD < element.length != 0xFFFFFFFF:
+                        out[_KEYS[number]] = {"vr": vr, "BulkDataURI": bulk_uri}
                         continue
-                    else:
-                        if kind == _TEXT_VALUE and raw:
-                            if text_ok is None:
-                                text_ok = _ascii_compatible(dataset)
-                            fast = text_ok and raw.isascii() and b"\x1b" not in raw
-                        else:
-                            fast = True
-                        if fast:
-                            assert convert is not None
-                            out[name] = convert(raw, vr, bulk_uri) if raw else None
-                            if differs:
-                                vr_map[name] = vr
-                            continue
-            _merge(_slow(dataset, tag, bulk_uri), out, vr_map, nulls)
+                elif convert is None:
+                    items = dataset[tag].value
+                    value = [_dataset_json(item, bulk_uri, top=False) for item in items]
+                    out[_KEYS[number]] = {"vr": vr, "Value": value}
+                    continue
+                elif not raw:
+                    out[_KEYS[number]] = {"vr": vr}
+                    continue
+                else:
+                    if charset and text_ok is None:
+                        text_ok = _ascii_compatible(dataset)
+                    if not charset or (text_ok and raw.isascii() and b"\x1b" not in raw):
+                        out[_KEYS[number]] = convert(raw, vr, bulk_uri)
+                        continue
+            out[_KEYS[number]] = _slow(dataset, tag, bulk_uri)
         except Exception as err:
             if not top:
                 raise
             log.debug("left out %08X: %s", number, err)
-    if vr_map:
-        out[VR_MAP_KEY] = vr_map
-    if nulls:
-        out[NULL_VALUE_KEY] = nulls
     return out
 
 
-def _merge(
-    one: dict[str, Any], out: dict[str, Any], vr_map: dict[str, Any], nulls: list[str]
-) -> None:
-    """Add a one-element naturalized data set to ``out`` (its bookkeeping too)."""
-    vr_map.update(one.pop(VR_MAP_KEY, {}))
-    nulls.extend(one.pop(NULL_VALUE_KEY, []))
-    out.update(one)
-
-
 def _slow(dataset: Dataset, tag: BaseTag, bulk_uri: str) -> dict[str, Any]:
-    """pydicom's own conversion of one element (as ``to_json_dict`` does it), naturalized."""
+    """pydicom's own conversion of one element (as ``to_json_dict`` does it)."""
     element: DataElement = dataset[tag]
     document = element.to_json_dict(lambda _e: bulk_uri, 1024)
     # pydicom's VR enum and str subclasses become plain JSON types.
-    return naturalize({f"{tag:08X}": orjson.loads(orjson.dumps(document))})
+    result: dict[str, Any] = orjson.loads(orjson.dumps(document))
+    return result
+
+
+class _Keys(dict[int, str]):
+    """Tag numbers as DICOM JSON member names (eight uppercase hex digits), made once."""
+
+    def __missing__(self, number: int) -> str:
+        key = self[number] = f"{number:08X}"
+        return key
+
+
+_KEYS: Final = _Keys()
 
 
 def _ascii_compatible(dataset: Dataset) -> bool:
@@ -321,27 +317,15 @@ def _known_codec(name: str) -> bool:
     return True
 
 
-@lru_cache(maxsize=16384)
-def _tag_info(tag: int) -> tuple[str, str | None]:
-    info = tag_info(f"{tag:08X}")
-    assert info is not None
-    return info
-
-
-def _shape(values: list[Any]) -> Any:
-    """A naturalized value from the values of an element (:func:`metastore.dicom.naturalize`)."""
-    if not values:
-        return None
-    if len(values) == 1:
-        value = values[0]
-        return [value] if value is None else value
-    return values
-
-
-def _binary(raw: bytes, vr: str, bulk_uri: str) -> Any:
+def _binary(raw: bytes, vr: str, bulk_uri: str) -> dict[str, Any]:
     if len(raw) > BULK_THRESHOLD:
-        return {"BulkDataURI": bulk_uri}
-    return {"InlineBinary": base64.b64encode(raw).decode("ascii")}
+        return {"vr": vr, "BulkDataURI": bulk_uri}
+    return {"vr": vr, "InlineBinary": base64.b64encode(raw).decode("ascii")}
+
+
+def _element(vr: str, values: list[Any] | None) -> dict[str, Any]:
+    """A DICOM JSON attribute (PS3.18 F.2.2): no ``Value`` when there is none."""
+    return {"vr": vr, "Value": values} if values else {"vr": vr}
 
 
 @lru_cache(maxsize=256)
@@ -352,33 +336,27 @@ def _struct(vr: str, length: int) -> struct.Struct:
     return struct.Struct(f"<{length // size}{_NUMBERS[vr]}")
 
 
-def _numbers(raw: bytes, vr: str, bulk_uri: str) -> Any:
-    values: tuple[Any, ...] = _struct(vr, len(raw)).unpack(raw)
+def _numbers(raw: bytes, vr: str, bulk_uri: str) -> dict[str, Any]:
+    values: list[Any] = list(_struct(vr, len(raw)).unpack(raw))
     if vr in _FLOATS and not all(map(math.isfinite, values)):
         # JSON has no NaN or infinity: they travel as null (as orjson writes them).
-        values = tuple(v if math.isfinite(v) else None for v in values)
-    if len(values) == 1:
-        value = values[0]
-        return [value] if value is None else value
-    return list(values)
+        values = [v if math.isfinite(v) else None for v in values]
+    return {"vr": vr, "Value": values}
 
 
-def _plain(raw: bytes, vr: str, bulk_uri: str) -> Any:
+def _plain(raw: bytes, vr: str, bulk_uri: str) -> dict[str, Any]:
     text = raw.decode("latin_1").rstrip(" \x00")
-    if not text:
-        return None
-    return text.split("\\") if "\\" in text else text
+    return _element(vr, text.split("\\") if text else None)
 
 
-def _ae(raw: bytes, vr: str, bulk_uri: str) -> Any:
+def _ae(raw: bytes, vr: str, bulk_uri: str) -> dict[str, Any]:
     values = [s.strip() for s in raw.decode("latin_1").split("\\")]
-    if len(values) == 1:
-        return values[0] or None
-    return values
+    return _element(vr, values if len(values) > 1 or values[0] else None)
 
 
-def _ur(raw: bytes, vr: str, bulk_uri: str) -> Any:
-    return raw.decode("latin_1").rstrip() or None
+def _ur(raw: bytes, vr: str, bulk_uri: str) -> dict[str, Any]:
+    text = raw.decode("latin_1").rstrip()
+    return _element(vr, [text] if text else None)
 
 
 def _valid(vr: str, value: str) -> bool:
@@ -388,21 +366,21 @@ def _valid(vr: str, value: str) -> bool:
     return not value or (_PATTERNS[vr].match(value) is not None and value[-1] != "\n")
 
 
-def _ui(raw: bytes, vr: str, bulk_uri: str) -> Any:
+def _ui(raw: bytes, vr: str, bulk_uri: str) -> dict[str, Any]:
     text = raw.decode("latin_1").rstrip("\x00 ")
     if not text:
-        return None
+        return {"vr": vr}
     values = text.split("\\")
     for value in values:
         if not _valid("UI", value):
             raise _Drop(f"invalid UI value {value!r}")
-    return _shape(values)
+    return {"vr": vr, "Value": values}
 
 
-def _ds(raw: bytes, vr: str, bulk_uri: str) -> Any:
+def _ds(raw: bytes, vr: str, bulk_uri: str) -> dict[str, Any]:
     text = raw.decode("latin_1").strip().rstrip(" \x00")
     if not text:
-        return None
+        return {"vr": vr}
     values = []
     for part in text.split("\\"):
         number = float(part)  # blanks raise, as pydicom's float('') does
@@ -410,41 +388,40 @@ def _ds(raw: bytes, vr: str, bulk_uri: str) -> Any:
         if not _valid("DS", kept):
             raise _Drop(f"invalid DS value {kept!r}")
         values.append(number if math.isfinite(number) else None)
-    return _shape(values)
+    return {"vr": vr, "Value": values}
 
 
-def _is(raw: bytes, vr: str, bulk_uri: str) -> Any:
+def _is(raw: bytes, vr: str, bulk_uri: str) -> dict[str, Any]:
     text = raw.decode("latin_1").rstrip(" \x00")
     if not text:
-        return None
-    return _shape([int(IS(part, pydicom_config.RAISE)) for part in text.split("\\")])
+        return {"vr": vr}
+    return {"vr": vr, "Value": [int(IS(part, pydicom_config.RAISE)) for part in text.split("\\")]}
 
 
-def _text(raw: bytes, vr: str, bulk_uri: str) -> Any:
+def _text(raw: bytes, vr: str, bulk_uri: str) -> dict[str, Any]:
     limit = _MAX_LENGTH.get(vr, 0)
     values = []
     for part in raw.decode("ascii").split("\\"):
         if limit and len(part) > limit:
             raise _Drop(f"{vr} value longer than {limit}")
         values.append(part.rstrip("\x00 "))
-    if len(values) == 1:
-        return values[0] or None
-    return values
+    return _element(vr, values if len(values) > 1 or values[0] else None)
 
 
-def _single(raw: bytes, vr: str, bulk_uri: str) -> Any:
+def _single(raw: bytes, vr: str, bulk_uri: str) -> dict[str, Any]:
     text = raw.decode("ascii")
     limit = _MAX_LENGTH.get(vr, 0) if vr in VALIDATORS else 0
     if limit and len(text) > limit:
         raise _Drop(f"{vr} value longer than {limit}")
-    return text.rstrip("\x00 ") or None
+    text = text.rstrip("\x00 ")
+    return _element(vr, [text] if text else None)
 
 
-def _pn(raw: bytes, vr: str, bulk_uri: str) -> Any:
+def _pn(raw: bytes, vr: str, bulk_uri: str) -> dict[str, Any]:
     value: Any = convert_PN(raw, None)
     names: list[Any] = list(value) if hasattr(value, "append") else [value]
     if len(names) == 1 and not str(names[0]):
-        return None
+        return {"vr": vr}
     out = []
     for name in names:
         components = name.components
@@ -454,10 +431,10 @@ def _pn(raw: bytes, vr: str, bulk_uri: str) -> Any:
         if len(components) > 2:
             groups["Phonetic"] = components[2]
         out.append(groups)
-    return out
+    return {"vr": vr, "Value": out}
 
 
-_CONVERTERS: Final[dict[str, Callable[[bytes, str, str], Any]]] = {
+_CONVERTERS: Final[dict[str, Callable[[bytes, str, str], dict[str, Any]]]] = {
     **dict.fromkeys(_NUMBERS, _numbers),
     **dict.fromkeys(_PLAIN, _plain),
     **dict.fromkeys(_TEXT, _text),

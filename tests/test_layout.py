@@ -25,6 +25,8 @@ LOWER = {
     "metastore.dicom",
     "metastore.dicomfile",
     "metastore.dburl",
+    "metastore.dicomvalues",
+    "metastore.quirks",
     "metastore.imageids",
     "metastore.matching",
     "metastore.errors",

@@ -68,7 +68,8 @@ def _ingest_dicomweb(args: argparse.Namespace) -> int:
     code = _report(summary)
     if code:
         print(
-            f"metastore: {int(summary.failures)} studies failed: see `metastore jobs --state failed`"
+            f"metastore: {int(summary.failures)} studies failed or were stored in part: "
+            "see `metastore jobs --state failed`"
         )
     return code
 
@@ -125,6 +126,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _jobs(args: argparse.Namespace) -> int:
     from metastore.ingest import JobQueue
+    from metastore.sources import Rejected
 
     with open_store(args, read_only=True) as store:
         found = JobQueue(store).jobs(state=args.state, source=args.source, limit=args.limit)
@@ -133,7 +135,9 @@ def _jobs(args: argparse.Namespace) -> int:
             print_json_line({"source": source, **job.to_dict()})
             continue
         line = f"{job.id}  {source}  {job.unit}  {job.state}  attempts {job.attempts}/{job.max_attempts}"
-        print(line + (f"  {job.last_error}" if job.last_error else ""))
+        print(line + (f"  {job.last_error}" if job.last_error and not job.failed_parts else ""))
+        for part in job.failed_parts or []:
+            print(f"    not read: {Rejected(**part)}")
     return 0
 
 

@@ -96,7 +96,7 @@ def ingest_folder(
     total = len(files.paths)
     with Progress(f"ingest {shown}", unit="files", total=total, display=progress) as bar:
         tally = Tally()
-        studies = folder.read_folder(files, workers=workers, progress=bar)
+        studies = folder.read_folder(files, workers=workers, progress=bar, quirks=tally.quirks)
         _write_all(store, studies, name, shown, tally, bar, keep_going=keep_going)
         tally.skipped_files.extend(files.skipped)
         tally.unreadable_files.extend(files.unreadable)

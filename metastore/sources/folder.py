@@ -42,7 +42,8 @@ from metastore.dicomfile import FileRead, read_file
 from metastore.errors import ConfigurationError, InvalidMetadata, MetastoreError
 from metastore.imageids import instance_image_ids
 from metastore.progress import Counter, Progress, Reporting
-from metastore.sources import SourceConfig, StudyMetadata
+from metastore.quirks import Quirks
+from metastore.sources import ReadReport, SourceConfig, StudyMetadata
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +128,17 @@ def read_files(
 
 
 def read_folder(
-    files: FolderFiles, *, workers: int | None = None, progress: Counter | None = None
+    files: FolderFiles,
+    *,
+    workers: int | None = None,
+    progress: Counter | None = None,
+    quirks: Quirks | None = None,
 ) -> Iterator[StudyMetadata]:
     """The studies of a folder, each once its files have been read (see the module doc).
 
-    ``progress`` counts files. Files that are not instances, unreadable
-    files and second copies of an instance are listed in ``files``.
+    ``progress`` counts files; what the files' values needed normalized is
+    counted into ``quirks``. Files that are not instances, unreadable files
+    and second copies of an instance are listed in ``files``.
     """
     waiting: dict[str, dict[str, list[dict[str, Any]]]] = {}
     last_file: dict[str, int] = {}
@@ -144,6 +150,8 @@ def read_folder(
             log.info("%s: %s", shown, message)
         if progress is not None:
             progress.update(1)
+        if quirks is not None and result.quirks:
+            quirks.update(Quirks(result.quirks))
         if result.meta is None:
             if result.error is not None:
                 log.info("unreadable %s: %s", shown, result.error)
@@ -239,9 +247,13 @@ def scan_folder(
     return index
 
 
-def read_instance(files: FolderFiles, path: Path) -> dict[str, Any]:
+def read_instance(
+    files: FolderFiles, path: Path, report: ReadReport | None = None
+) -> dict[str, Any]:
     """One file's naturalized metadata with ``url`` and ``imageId``; raises naming the file."""
     result = read_file(path, files.url(path))
+    if report is not None and result.quirks:
+        report.quirks.update(Quirks(result.quirks))
     if result.meta is None:
         reason = result.error or result.not_dicom
         raise MetastoreError(f"cannot read {path}: {reason}", file=str(path))
@@ -263,6 +275,8 @@ class FolderSource:
         self.config = config
         self._root = Path(config.root)
         self._index: FolderIndex | None = None
+        #: What the files' values needed normalized (see ReadReport).
+        self.report = ReadReport()
 
     @property
     def index(self) -> FolderIndex:
@@ -299,7 +313,7 @@ class FolderSource:
         paths = self._study(study_uid).get(series_uid)
         if paths is None:
             raise MetastoreError(f"series {series_uid} is not in study {study_uid} of {self._root}")
-        return [read_instance(self.index.files, path) for path in paths]
+        return [read_instance(self.index.files, path, self.report) for path in paths]
 
     def _study(self, study_uid: str) -> dict[str, list[Path]]:
         found = self.index.studies.get(study_uid)
