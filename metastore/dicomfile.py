@@ -219,6 +219,7 @@ def naturalize_dataset(
 # (None: a sequence), and whether its text depends on the character set.
 _Plan = tuple[str, Callable[[bytes, str, str], dict[str, Any]] | None, bool]
 _PLANS: dict[tuple[int, str | None], _Plan | None] = {}
+_UNPLANNED: Final[Any] = object()
 
 
 def _plan(number: int, explicit_vr: str | None) -> _Plan | None:
@@ -246,7 +247,9 @@ def _dataset_json(dataset: Dataset, bulk_uri: str, *, top: bool) -> dict[str, An
         try:
             plan = None
             if type(element) is RawDataElement and element.is_little_endian:
-                plan = _plan(number, element.VR)
+                plan = _PLANS.get((number, element.VR), _UNPLANNED)
+                if plan is _UNPLANNED:
+                    plan = _plan(number, element.VR)
             if plan is not None and isinstance(element, RawDataElement):
                 vr, convert, charset = plan
                 raw = element.value
