@@ -399,23 +399,23 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database to ``revision`` (under a lock on PostgreSQL)."""
-    what = f"migrating {describe(engine)}"
-    with translate_errors(what), _migration_lock(engine) as connection:
-        try:
-            command.upgrade(alembic_config(connection), revision)
-        except CommandError as err:
-            raise ConfigurationError(f"cannot upgrade to revision {revision!r}: {err}") from None
-        connection.commit()
+    _migrate(engine, "upgrade", revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Take the database back to ``revision``."""
-    what = f"migrating {describe(engine)}"
-    with translate_errors(what), _migration_lock(engine) as connection:
+    _migrate(engine, "downgrade", revision)
+
+
+def _migrate(engine: Engine, direction: str, revision: str) -> None:
+    """Alembic's upgrade or downgrade; an unknown revision is one line naming it."""
+    with translate_errors(f"migrating {describe(engine)}"), _migration_lock(engine) as connection:
         try:
-            command.downgrade(alembic_config(connection), revision)
+            getattr(command, direction)(alembic_config(connection), revision)
         except CommandError as err:
-            raise ConfigurationError(f"cannot downgrade to revision {revision!r}: {err}") from None
+            raise ConfigurationError(
+                f"cannot {direction} to revision {revision!r}: {err}"
+            ) from None
         connection.commit()
 
 
