@@ -62,6 +62,12 @@ class FolderTransport(httpx.BaseTransport):
 class StaticWadoSource(DicomWebSource):
     """A static DICOMweb tree at ``config.root`` (an http(s) URL, or ``file://`` on disk)."""
 
+    kind = "static_wado"
+    # Static hosts label files as they please (JSON, gzip, octet-stream, none):
+    # any content type passes, and the body must still parse as JSON.
+    accepted_types = ("",)
+    default_bulkdata_relative = "studies"
+
     def __init__(
         self, config: SourceConfig, *, transport: httpx.BaseTransport | None = None
     ) -> None:

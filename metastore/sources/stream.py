@@ -13,6 +13,7 @@ import gzip
 import io
 import logging
 import os
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,8 +115,11 @@ def _maybe_gunzip(buffered: io.BufferedReader[Any]) -> IO[bytes]:
     stream: Any = buffered
     if buffered.peek(2)[:2] == _GZIP_MAGIC:
         stream = io.BufferedReader(gzip.GzipFile(fileobj=buffered, mode="rb"), _CHUNK)
-    if stream.peek(3)[:3] == _BOM:  # Windows editors write one; JSON parsers refuse it
-        stream.read(3)
+    try:
+        if stream.peek(3)[:3] == _BOM:  # Windows editors write one; JSON parsers refuse it
+            stream.read(3)
+    except (EOFError, OSError, zlib.error):
+        pass  # broken gzip: the reader meets it again and says where
     return cast(IO[bytes], stream)
 
 
