@@ -81,6 +81,13 @@ def create_engine(url: str | None = None, *, read_only: bool = False, **kwargs: 
     if backend == "sqlite":
         parsed = _sqlite_url(parsed, read_only=read_only)
     options: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+    if backend == "postgresql":
+        # No JIT: our statements are short index lookups, but a correlated
+        # subquery the plan never runs (a fallback count over instances) can
+        # make the estimated cost cross jit_above_cost, and compiling then
+        # costs ~650 ms on a query that runs in 10 ms (the study list at
+        # 1M instances, measured by scripts/bench_serve.py).
+        options["connect_args"] = {"options": "-c jit=off"}
     options.update(kwargs)
     try:
         engine = sa.create_engine(parsed, **options)

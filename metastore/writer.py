@@ -23,7 +23,7 @@ from metastore import db, records
 from metastore.errors import InvalidMetadata
 from metastore.outbox import EventType, event_row
 from metastore.records import Where
-from metastore.schema import instances, series, sources, studies
+from metastore.schema import instances, rendered_series, series, sources, studies
 
 STUDY_COLUMNS = (
     "study_uid",
@@ -76,7 +76,7 @@ class StudyState:
     stored_modalities: frozenset[str] = field(default_factory=frozenset)  # as the row has them
 
 
-def _chunks(items: list[str]) -> Iterable[list[str]]:
+def _chunks(items: list[Any]) -> Iterable[list[Any]]:
     for start in range(0, len(items), _IN_CHUNK):
         yield items[start : start + _IN_CHUNK]
 
@@ -234,6 +234,19 @@ def upsert_series(
     )
     uids = [uid for (uid,) in written]
     study_uid = rows[0]["study_uid"]
+    for chunk in _chunks(uids):
+        # The rendered metadata of a rewritten series is stale from this commit on.
+        connection.execute(
+            sa.delete(rendered_series).where(
+                rendered_series.c.series_id.in_(
+                    sa.select(series.c.id).where(
+                        series.c.study_id == state.id,
+                        series.c.source_id == source_id,
+                        series.c.series_uid.in_(chunk),
+                    )
+                )
+            )
+        )
     new = sum(1 for uid in uids if (study_uid, uid) not in before)
     state.new_series += new
     if uids:
@@ -289,6 +302,16 @@ def write_instances(
     return added, changed
 
 
+def forget_rendered(connection: Connection, series_ids: Iterable[int]) -> None:
+    """Delete the rendered metadata (``metastore serve``'s cache) of these series.
+
+    Called in the transaction that writes to them, so no reader ever sees a
+    rendered answer older than the rows it was rendered from once they commit.
+    """
+    for chunk in _chunks(sorted(set(series_ids))):
+        connection.execute(sa.delete(rendered_series).where(rendered_series.c.series_id.in_(chunk)))
+
+
 def finish_study(connection: Connection, state: StudyState) -> None:
     """Write the study's new counts and ModalitiesInStudy, in one statement."""
     values: dict[str, Any] = {}
@@ -321,15 +344,19 @@ class RemovedSeries:
 
 
 def delete_source_rows(
-    connection: Connection, source_id: int, name: str
-) -> tuple[list[RemovedSeries], list[dict[str, Any]]]:
+    connection: Connection, name: str
+) -> tuple[list[RemovedSeries] | None, list[dict[str, Any]]]:
     """Delete a source's series (and their instances) and the source; studies left empty go.
 
     The counts and ModalitiesInStudy of the studies that keep other series
     lists are recomputed. Returns what went and its outbox rows for the
     caller to write: ``STUDY_DELETED`` for a study left without series,
     ``SERIES_DELETED`` (naming the series) for one that keeps others.
+    ``None`` (and no rows) when there is no such source.
     """
+    source_id = connection.execute(sa.select(sources.c.id).where(sources.c.name == name)).scalar()
+    if source_id is None:
+        return None, []
     found = connection.execute(
         sa.select(studies.c.study_uid, series.c.series_uid, series.c.num_instances)
         .join(series, series.c.study_id == studies.c.id)

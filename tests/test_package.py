@@ -85,7 +85,7 @@ def test_the_command_line_loads_without_the_library() -> None:
 
     code = (
         "import sys, metastore.cli as c; c.build_parser().format_help(); "
-        "heavy = {'sqlalchemy', 'pydicom', 'httpx', 'alembic', 'psycopg', 'orjson'}; "
+        "heavy = {'sqlalchemy', 'pydicom', 'httpx', 'alembic', 'psycopg', 'starlette'}; "
         "print(sorted(heavy & set(sys.modules)))"
     )
     done = subprocess.run(
