@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import orjson
 import sqlalchemy as sa
@@ -28,31 +29,23 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from metastore.dburl import DEFAULT_URL as DEFAULT_URL
+from metastore.dburl import URL_ENV as URL_ENV
+from metastore.dburl import resolve_url as resolve_url
 from metastore.errors import ConfigurationError, DatabaseError, SchemaNotAtHead
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "sqlite:///metastore.db"
-URL_ENV = "METASTORE_DATABASE_URL"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Taken by whoever migrates a PostgreSQL database, so that workers starting
 # together on a brand-new database do not all try to create it.
 _MIGRATION_LOCK_KEY = 0x6D657461  # "meta"
-
-
-def resolve_url(url: str | None = None) -> str:
-    """The database URL: the argument, else ``METASTORE_DATABASE_URL``, else the default."""
-    chosen = url or os.environ.get(URL_ENV) or DEFAULT_URL
-    # psycopg 3 is our PostgreSQL driver; accept the short spellings too.
-    for prefix in ("postgresql://", "postgres://"):
-        if chosen.startswith(prefix):
-            chosen = "postgresql+psycopg://" + chosen[len(prefix) :]
-    return chosen
 
 
 def redact(url: str) -> str:
@@ -67,8 +60,14 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def create_engine(url: str | None = None, **kwargs: Any) -> Engine:
-    """An engine for the URL with metastore's settings for its dialect."""
+def create_engine(url: str | None = None, *, read_only: bool = False, **kwargs: Any) -> Engine:
+    """An engine for the URL with metastore's settings for its dialect.
+
+    ``read_only``: an SQLite database must exist and is opened read-only
+    (``mode=ro``; ``immutable=1`` where its folder cannot be written, a
+    read-only medium), so reading never creates or changes a file. For a
+    database to write, a missing SQLite file's folder must exist.
+    """
     resolved = resolve_url(url)
     try:
         parsed = sa.make_url(resolved)
@@ -79,6 +78,8 @@ def create_engine(url: str | None = None, **kwargs: Any) -> Engine:
         raise ConfigurationError(f"unsupported database {backend!r}: use sqlite or postgresql")
     if backend == "postgresql" and parsed.get_driver_name() != "psycopg":
         raise ConfigurationError("PostgreSQL URLs must use psycopg 3: postgresql+psycopg://...")
+    if backend == "sqlite":
+        parsed = _sqlite_url(parsed, read_only=read_only)
     options: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
     if backend == "postgresql":
         # No JIT: our statements are short index lookups, but a correlated
@@ -93,11 +94,50 @@ def create_engine(url: str | None = None, **kwargs: Any) -> Engine:
     except (exc.ArgumentError, ImportError) as err:
         raise ConfigurationError(f"cannot use database {redact(resolved)}: {err}") from err
     if backend == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, read_only=read_only)
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL (``None``: in memory, or not SQLite)."""
+    parsed = sa.make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(unquote(database.removeprefix("file:"))).expanduser()
+
+
+def describe(engine: Engine) -> str:
+    """The database as messages name it: an SQLite file's path, else the URL without password."""
+    path = sqlite_path(str(engine.url))
+    return str(path) if path is not None else redact(str(engine.url))
+
+
+def _sqlite_url(parsed: sa.URL, *, read_only: bool) -> sa.URL:
+    """Check the file (reading: it exists; writing: its folder does); open read-only if asked."""
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return parsed
+    path = Path(database).expanduser().absolute()
+    if not read_only:
+        if not path.parent.is_dir():
+            raise ConfigurationError(
+                f"cannot create the database {path}: the folder {path.parent} does not exist"
+            )
+        return parsed
+    if not path.is_file():
+        raise ConfigurationError(
+            f"no database at {path}: a command that only reads never creates one "
+            "(check --db or METASTORE_DATABASE_URL, or ingest something first)"
+        )
+    query = {"mode": "ro", "uri": "true"}
+    if not os.access(path.parent, os.W_OK) and not Path(f"{path}-shm").exists():
+        # A read-only medium: SQLite cannot make the WAL index, and nobody writes there.
+        query["immutable"] = "1"
+    return parsed.set(database=f"file:{quote(str(path))}", query=query)
+
+
+def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
     """WAL, foreign keys, a busy timeout, and write transactions that lock up front.
 
     pysqlite begins transactions lazily and as DEFERRED, so two writers can
@@ -110,14 +150,15 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if not read_only:  # setting the journal mode writes the file
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        readonly = connection.get_execution_options().get("metastore_readonly", False)
+        readonly = read_only or connection.get_execution_options().get("metastore_readonly", False)
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
@@ -358,26 +399,35 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or None for a database never migrated."""
-    with translate_errors("reading the schema revision"), engine.connect() as connection:
+    what = f"reading the schema revision of {describe(engine)}"
+    with translate_errors(what), engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database to ``revision`` (under a lock on PostgreSQL)."""
-    with translate_errors("migrating the database"), _migration_lock(engine) as connection:
-        command.upgrade(alembic_config(connection), revision)
-        connection.commit()
+    _migrate(engine, "upgrade", revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Take the database back to ``revision``."""
-    with translate_errors("migrating the database"), _migration_lock(engine) as connection:
-        command.downgrade(alembic_config(connection), revision)
+    _migrate(engine, "downgrade", revision)
+
+
+def _migrate(engine: Engine, direction: str, revision: str) -> None:
+    """Alembic's upgrade or downgrade; an unknown revision is one line naming it."""
+    with translate_errors(f"migrating {describe(engine)}"), _migration_lock(engine) as connection:
+        try:
+            getattr(command, direction)(alembic_config(connection), revision)
+        except CommandError as err:
+            raise ConfigurationError(
+                f"cannot {direction} to revision {revision!r}: {err}"
+            ) from None
         connection.commit()
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Migrate a brand-new database to head; refuse one that is behind.
+def ensure_schema(engine: Engine, *, create: bool = True) -> None:
+    """Migrate a brand-new database to head (unless not ``create``); refuse one that is behind.
 
     An existing database is never changed silently: a schema at another
     revision raises ``SchemaNotAtHead`` naming ``metastore db upgrade``.
@@ -393,6 +443,13 @@ def ensure_schema(engine: Engine) -> None:
             raise SchemaNotAtHead(
                 f"{redact(str(engine.url))} has tables but no metastore schema revision; "
                 "it is not a metastore database, or run `metastore db upgrade`",
+                current=None,
+                head=head,
+            )
+        if not create:
+            raise SchemaNotAtHead(
+                f"{describe(engine)} holds no metastore index yet (nothing was ingested "
+                "into it): ingest something, or run `metastore db upgrade`",
                 current=None,
                 head=head,
             )
@@ -427,7 +484,7 @@ def schema_state(url: str | None = None, *, upgrade_to: str | None = None) -> Sc
     With ``upgrade_to`` (a revision or ``head``) the database is migrated
     there first; ``before`` is where it was.
     """
-    engine = create_engine(url)
+    engine = create_engine(url, read_only=upgrade_to is None)
     try:
         before = current_revision(engine)
         if upgrade_to is not None:

@@ -89,7 +89,8 @@ class InvalidMetadata(MetastoreError):
             for name, value in (
                 ("file", file),
                 ("at", path),
-                ("item", item),
+                # The position in a call's input only helps where no UID says which.
+                ("item", None if sop_uid or (study_uid and series_uid is None) else item),
                 ("study", study_uid),
                 ("series", series_uid),
                 ("instance", sop_uid),

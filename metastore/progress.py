@@ -94,13 +94,27 @@ class Progress:
     def elapsed(self) -> float:
         return time.monotonic() - self._started
 
+    def eta(self) -> float | None:
+        """Seconds left at the rate so far (``None`` without a total or a start)."""
+        done = self.counts[self.unit]
+        if not self.total or not done:
+            return None
+        return max(self.total - done, 0) / self.rate()
+
     def summary(self) -> str:
-        """One line: counts, total and rates."""
+        """One line: counts, total, percentage, rates and the time left."""
         main = self.counts[self.unit]
-        parts = [f"{main}{'/' + str(self.total) if self.total is not None else ''} {self.unit}"]
-        parts += [f"{value} {name}" for name, value in self.counts.items() if name != self.unit]
+        head = f"{main:,}{f'/{self.total:,}' if self.total is not None else ''} {self.unit}"
+        if self.total:
+            head += f" ({100 * main / self.total:.0f}%)"
+        parts = [head]
+        parts += [f"{value:,} {name}" for name, value in self.counts.items() if name != self.unit]
         rates = ", ".join(f"{self.rate(name):,.0f} {name}/s" for name in self.counts)
-        return f"{', '.join(parts)} in {self.elapsed:.1f}s ({rates})"
+        text = f"{', '.join(parts)} in {self.elapsed:.1f}s ({rates})"
+        eta = self.eta()
+        if eta is not None and main < (self.total or 0):
+            text += f", about {eta:.0f}s left"
+        return text
 
     def close(self) -> None:
         if self._display is not None:

@@ -68,17 +68,20 @@ class MetaStore:
     ``url`` is a SQLAlchemy database URL (SQLite or ``postgresql+psycopg``);
     None takes ``METASTORE_DATABASE_URL``, else ``sqlite:///metastore.db``.
     A brand-new database is migrated to head; one behind head raises
-    ``SchemaNotAtHead``. Use as a context manager, or call ``close()``.
+    ``SchemaNotAtHead``; ``read_only``: opened read-only, never created or
+    migrated. Use as a context manager, or call ``close()``.
     """
 
-    def __init__(self, url: str | None = None, *, migrate: bool = True) -> None:
+    def __init__(
+        self, url: str | None = None, *, migrate: bool = True, read_only: bool = False
+    ) -> None:
         self.url = db.resolve_url(url)
-        self._engine: Engine | None = db.create_engine(self.url)
+        self._engine: Engine | None = db.create_engine(self.url, read_only=read_only)
         self._listeners: dict[EventType, list[Listener]] = defaultdict(list)
         self._source_ids: dict[str, int] = {}
         if migrate:
             try:
-                db.ensure_schema(self._engine)
+                db.ensure_schema(self._engine, create=not read_only)
             except BaseException:
                 self.close()
                 raise
@@ -117,13 +120,7 @@ class MetaStore:
         return db.writing(self.engine, what)
 
     def reading(self, what: str) -> AbstractContextManager[Connection]:
-        """A read-only transaction for readers built on the store (search, the service).
-
-        ``what`` names the read in a ``DatabaseError``.
-        """
-        return db.reading(self.engine, what)
-
-    def _reading(self, what: str) -> AbstractContextManager[Connection]:
+        """A read-only transaction (``what`` names it in a ``DatabaseError``), for readers too."""
         return db.reading(self.engine, what)
 
     # -- sources -------------------------------------------------------------
@@ -156,7 +153,7 @@ class MetaStore:
 
     def get_source(self, name: str) -> SourceInfo | None:
         """The source of that name, or None."""
-        with self._reading("reading a source") as connection:
+        with self.reading("reading a source") as connection:
             row = (
                 connection.execute(sa.select(sources).where(sources.c.name == name))
                 .mappings()
@@ -166,7 +163,7 @@ class MetaStore:
 
     def list_sources(self) -> list[SourceInfo]:
         """Every registered source, by name."""
-        with self._reading("listing sources") as connection:
+        with self.reading("listing sources") as connection:
             rows = connection.execute(sa.select(sources).order_by(sources.c.name)).mappings()
             return [SourceInfo.from_row(row) for row in rows]
 
@@ -353,6 +350,15 @@ class MetaStore:
         self._notify(events)
         return True
 
+    def delete_source(self, name: str) -> list[writer.RemovedSeries] | None:
+        """Delete a source and its series lists (None: no such source); see ``writer``."""
+        with self._writing(f"deleting source {name}") as connection:
+            removed, rows = writer.delete_source_rows(connection, name)
+            events = write_events(connection, rows)
+        self._source_ids.pop(name, None)
+        self._notify(events)
+        return removed
+
     # -- reads ---------------------------------------------------------------
 
     def get_study(self, study_uid: str) -> dict[str, Any] | None:
@@ -360,7 +366,7 @@ class MetaStore:
 
         Three queries whatever the size of the study.
         """
-        with self._reading(f"reading study {study_uid}") as connection:
+        with self.reading(f"reading study {study_uid}") as connection:
             study = (
                 connection.execute(sa.select(studies).where(studies.c.study_uid == str(study_uid)))
                 .mappings()
@@ -396,7 +402,7 @@ class MetaStore:
         self, study_uid: str, series_uid: str, *, source: str | None = None
     ) -> dict[str, Any] | None:
         """One series with its instances (from ``source``, else the first source by name)."""
-        with self._reading(f"reading series {series_uid}") as connection:
+        with self.reading(f"reading series {series_uid}") as connection:
             row = self._find_series(connection, study_uid, series_uid, source)
             if row is None:
                 return None
@@ -411,7 +417,7 @@ class MetaStore:
         self, study_uid: str, series_uid: str, sop_uid: str, *, source: str | None = None
     ) -> dict[str, Any] | None:
         """One instance's metadata with ``url`` and ``imageId``, or None."""
-        with self._reading(f"reading instance {sop_uid}") as connection:
+        with self.reading(f"reading instance {sop_uid}") as connection:
             row = self._find_series(connection, study_uid, series_uid, source)
             if row is None:
                 return None
@@ -438,7 +444,7 @@ class MetaStore:
         stripped = strip_frame(image_id)
         if stripped != image_id:
             candidates.append(stripped)
-        with self._reading("finding an instance by imageId") as connection:
+        with self.reading("finding an instance by imageId") as connection:
             for candidate in candidates:
                 for column in (instances.c.image_id, instances.c.url):
                     found = (
@@ -472,12 +478,12 @@ class MetaStore:
                 .where(sources.c.name == source)
                 .distinct()
             )
-        with self._reading("listing studies") as connection:
+        with self.reading("listing studies") as connection:
             return [str(uid) for uid in connection.execute(query).scalars()]
 
     def changes(self, after: int = 0, limit: int = 1000) -> list[Event]:
         """Outbox events with ``seq > after``, in sequence order, at most ``limit``."""
-        with self._reading("reading the change feed") as connection:
+        with self.reading("reading the change feed") as connection:
             return read_changes(connection, after, limit)
 
     def stats(self) -> list[dict[str, Any]]:
@@ -494,7 +500,7 @@ class MetaStore:
             .group_by(sources.c.name, series.c.modality)
             .order_by(sources.c.name, series.c.modality)
         )
-        with self._reading("computing statistics") as connection:
+        with self.reading("computing statistics") as connection:
             # str(): column names come back as SQLAlchemy's quoted_name.
             return [
                 {str(k): v for k, v in row.items()} for row in connection.execute(query).mappings()

@@ -21,8 +21,9 @@ from sqlalchemy.engine import Connection
 
 from metastore import db, records
 from metastore.errors import InvalidMetadata
+from metastore.outbox import EventType, event_row
 from metastore.records import Where
-from metastore.schema import instances, rendered_series, series, studies
+from metastore.schema import instances, rendered_series, series, sources, studies
 
 STUDY_COLUMNS = (
     "study_uid",
@@ -330,3 +331,74 @@ def finish_study(connection: Connection, state: StudyState) -> None:
     if values:
         values["updated_at"] = sa.func.now()
         connection.execute(sa.update(studies).where(studies.c.id == state.id).values(values))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemovedSeries:
+    """What deleting one source's series list of a study removed."""
+
+    study_uid: str
+    series_uids: list[str]
+    instances: int
+    study_deleted: bool
+
+
+def delete_source_rows(
+    connection: Connection, name: str
+) -> tuple[list[RemovedSeries] | None, list[dict[str, Any]]]:
+    """Delete a source's series (and their instances) and the source; studies left empty go.
+
+    The counts and ModalitiesInStudy of the studies that keep other series
+    lists are recomputed. Returns what went and its outbox rows for the
+    caller to write: ``STUDY_DELETED`` for a study left without series,
+    ``SERIES_DELETED`` (naming the series) for one that keeps others.
+    ``None`` (and no rows) when there is no such source.
+    """
+    source_id = connection.execute(sa.select(sources.c.id).where(sources.c.name == name)).scalar()
+    if source_id is None:
+        return None, []
+    found = connection.execute(
+        sa.select(studies.c.study_uid, series.c.series_uid, series.c.num_instances)
+        .join(series, series.c.study_id == studies.c.id)
+        .where(series.c.source_id == source_id)
+        .order_by(studies.c.study_uid, series.c.series_uid)
+    ).all()
+    by_study: dict[str, list[tuple[str, int]]] = {}
+    for study_uid, series_uid, count in found:
+        by_study.setdefault(study_uid, []).append((series_uid, count))
+    states = lock_studies(connection, by_study)
+    connection.execute(sa.delete(series).where(series.c.source_id == source_id))
+    connection.execute(sa.delete(sources).where(sources.c.id == source_id))
+    removed = []
+    for study_uid, gone in by_study.items():
+        state = states[study_uid]
+        left = connection.execute(
+            sa.select(sa.func.count()).select_from(series).where(series.c.study_id == state.id)
+        ).scalar_one()
+        if not left:
+            connection.execute(sa.delete(studies).where(studies.c.id == state.id))
+        else:
+            state.new_series = -len(gone)
+            state.new_instances = -sum(count for _uid, count in gone)
+            state.recount_modalities = True
+            finish_study(connection, state)
+        uids = [uid for uid, _count in gone]
+        removed.append(
+            RemovedSeries(
+                study_uid=study_uid,
+                series_uids=uids,
+                instances=sum(count for _uid, count in gone),
+                study_deleted=not left,
+            )
+        )
+    rows = [
+        event_row(
+            EventType.STUDY_DELETED if r.study_deleted else EventType.SERIES_DELETED,
+            r.study_uid,
+            None,
+            name,
+            {"series": r.series_uids, "numInstances": r.instances},
+        )
+        for r in removed
+    ]
+    return removed, rows

@@ -7,10 +7,13 @@ Our counterpart of OHIF's ``.scripts/dicom-json-generator.js``::
 Every DICOM file under DIR becomes an instance whose url is
 ``dicomweb:`` + URL_ROOT + its path relative to DIR, with the metadata OHIF
 needs to display it (see ``metastore.sources.folder.LAUNCH_INSTANCE_KEYS``).
-Unlike OHIF's script, a file that cannot be read is reported and skipped,
-multi-frame instances get every frame and their NumberOfFrames, and pixel
-data is never read. Exit code 0 when every file was used, 1 when some were
-skipped, 2 on bad usage.
+Files are read once, in parallel (``--workers``, default the number of
+cores), by the same reader as ``metastore ingest folder``. Unlike OHIF's
+script, a file that cannot be read is reported and skipped, multi-frame
+instances get every frame and their NumberOfFrames, and pixel data is never
+read. Exit code 0 when every DICOM file was used (files that are not DICOM
+are listed and skipped), 1 when a DICOM file could not be read, 2 on bad
+usage.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import sys
 
 from metastore.errors import MetastoreError
 from metastore.launchfile import launch_studies, write_launch_file
-from metastore.sources.folder import scan_folder, series_by_study
+from metastore.sources.folder import list_folder, read_folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,18 +34,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("url_root", metavar="URL_ROOT", help="URL the folder is served at")
     parser.add_argument("out", metavar="OUT.json", help="launch file to write (.gz: gzip)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="processes reading files (default: cores)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        index = scan_folder(args.folder, url_root=args.url_root)
-        studies = write_launch_file(args.out, launch_studies(series_by_study(index)))
+        files = list_folder(args.folder, url_root=args.url_root)
+        studies = read_folder(files, workers=args.workers)
+        written = write_launch_file(args.out, launch_studies(s.series for s in studies))
     except MetastoreError as err:
         print(f"dicom_json_generator: error: {err}", file=sys.stderr)
         return 1
-    print(f"wrote {studies} studies ({index.file_count} files) to {args.out}")
-    for path, reason in index.unreadable:
+    used = len(files.paths) - len(files.skipped) - len(files.unreadable)
+    print(f"wrote {written} studies ({used} files) to {args.out}")
+    for path, reason in files.unreadable:
+        print(f"unreadable: {path}: {reason}", file=sys.stderr)
+    for path, reason in files.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    return 1 if index.unreadable else 0
+    return 1 if files.unreadable else 0
 
 
 if __name__ == "__main__":

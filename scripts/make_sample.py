@@ -34,7 +34,7 @@ import metastore
 from metastore import naturalize
 from metastore.launchfile import launch_studies, write_launch_file
 from metastore.records import SERIES_COMPUTED, STUDY_COMPUTED
-from metastore.sources.folder import scan_folder, series_by_study
+from metastore.sources.folder import list_folder, read_folder
 
 DATA = Path(metastore.__file__).resolve().parent / "data"
 TREE = DATA / "static-dicomweb" / "studies"
@@ -107,14 +107,15 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     tree = list(tree_studies(args.dicomweb_root))
-    index = scan_folder(PYDICOM_FILES, url_root=args.pydicom_root, progress=False)
+    files = list_folder(PYDICOM_FILES, url_root=args.pydicom_root)
     # pydicom's waveform_ecg.dcm is the tree's ECG study: keep the tree's copy.
-    for study in tree:
-        index.studies.pop(study["StudyInstanceUID"], None)
-    count = write_launch_file(
-        args.out, itertools.chain(tree, launch_studies(series_by_study(index)))
+    in_tree = {study["StudyInstanceUID"] for study in tree}
+    pydicom_studies = (
+        s.series for s in read_folder(files) if s.study["StudyInstanceUID"] not in in_tree
     )
-    print(f"wrote {count} studies to {args.out} ({len(index.unreadable)} pydicom files skipped)")
+    count = write_launch_file(args.out, itertools.chain(tree, launch_studies(pydicom_studies)))
+    left_out = len(files.skipped) + len(files.unreadable)
+    print(f"wrote {count} studies to {args.out} ({left_out} pydicom files skipped)")
 
 
 if __name__ == "__main__":

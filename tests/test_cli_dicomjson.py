@@ -49,7 +49,7 @@ def test_bad_study_fails_with_one_line_or_is_listed_with_keep_going(
     assert main(["--db", db_url, "ingest", "dicomjson", "--keep-going", str(path)]) == 1
     captured = capsys.readouterr()
     assert "2 studies" in captured.out and "1 studies failed" in captured.out
-    assert "failed: studies[1] (1.2.4)" in captured.err
+    assert "failed: study 1.2.4:" in captured.err and "studies[1].series[1]" in captured.err
     with MetaStore(db_url) as store:
         assert store.get_study("1.2.5") is not None and store.get_study("1.2.4") is None
 
@@ -57,7 +57,7 @@ def test_bad_study_fails_with_one_line_or_is_listed_with_keep_going(
 def test_source_name_from_the_environment(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("METASTORE_DICOMJSON_SOURCE", "from-env")
+    monkeypatch.setenv("METASTORE_INGEST_DICOMJSON_SOURCE", "from-env")
     path = write_launch(tmp_path / "one.json.gz", [launch_study()])
     assert main(["--db", db_url, "ingest", "dicomjson", str(path)]) == 0
     assert "into source 'from-env'" in capsys.readouterr().out
@@ -79,9 +79,15 @@ def test_ingest_folder(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixtur
     shutil.copy(PYDICOM_FILES / "CT_small.dcm", folder / "CT_small.dcm")
     assert main(["--db", db_url, "ingest", "folder", str(folder), "--url-root", "https://h/x"]) == 0
     assert "1 instances" in capsys.readouterr().out
+    # A file that is not DICOM is skipped and listed once: no failure.
     (folder / "notes.txt").write_text("not DICOM")
+    assert main(["--db", db_url, "ingest", "folder", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert "skipped notes.txt" in err and err.count("notes.txt") == 1
+    # A DICOM file that cannot be read is a failure.
+    (folder / "cut.dcm").write_bytes((PYDICOM_FILES / "CT_small.dcm").read_bytes()[:600])
     assert main(["--db", db_url, "ingest", "folder", str(folder)]) == 1
-    assert "skipped notes.txt" in capsys.readouterr().err
+    assert "unreadable: cut.dcm" in capsys.readouterr().err
 
 
 def test_the_ingest_group_takes_more_kinds() -> None:
@@ -101,3 +107,23 @@ def test_commands_have_help(argv: list[str], capsys: pytest.CaptureFixture[str])
         main([*argv, "--help"])
     assert exited.value.code == 0
     assert "[env: METASTORE_" in capsys.readouterr().out
+
+
+def test_a_launch_file_with_a_byte_order_mark_is_read(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gzip
+
+    sample = Path(__file__).resolve().parent.parent / "metastore" / "data" / "sample.json.gz"
+    plain = tmp_path / "bom.json"
+    plain.write_bytes(b"\xef\xbb\xbf" + gzip.decompress(sample.read_bytes()))
+    assert main(["--db", db_url, "ingest", "dicomjson", str(plain)]) == 0
+    assert "38 studies" in capsys.readouterr().out
+
+
+def test_an_error_with_a_uid_names_no_item_number() -> None:
+    from metastore.errors import InvalidMetadata
+
+    text = str(InvalidMetadata("bad", item=0, study_uid="1.2", field="Rows"))
+    assert text == "bad (study 1.2, field Rows)"
+    assert str(InvalidMetadata("bad", item=3)) == "bad (item 3)"

@@ -23,12 +23,16 @@ def test_help_names_every_option_and_its_env_twin(capsys: pytest.CaptureFixture[
             parser.parse_args(argv)
         assert done.value.code == 0
         text = capsys.readouterr().out
-        assert "METASTORE_LEASE" in text or "METASTORE_STATE" in text
+        assert (
+            "METASTORE_INGEST_DICOMWEB_LEASE" in text
+            or "METASTORE_WORKER_LEASE" in text
+            or ("METASTORE_JOBS_STATE" in text)
+        )
     with pytest.raises(SystemExit):
         parser.parse_args(["ingest", "dicomweb", "--help"])
     text = capsys.readouterr().out
-    for twin in ("METASTORE_HEADER", "METASTORE_TOKEN_ENV", "METASTORE_QUERY", "METASTORE_WORKERS"):
-        assert twin in text
+    for option in ("HEADER", "TOKEN_ENV", "QUERY", "WORKERS"):
+        assert f"METASTORE_INGEST_DICOMWEB_{option}" in text
 
 
 def test_ingest_the_static_tree(

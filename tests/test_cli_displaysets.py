@@ -41,9 +41,15 @@ def test_the_source_option_has_an_environment_twin(
 ) -> None:
     with MetaStore(db_url) as store:
         load_real(store, only={PETCT})
+    with MetaStore(db_url) as store:
+        store.register_source("elsewhere", "client")
     monkeypatch.setenv("METASTORE_DISPLAYSETS_SOURCE", "elsewhere")
     assert main(["--db", db_url, "displaysets", PETCT]) == 0
     assert orjson.loads(capsys.readouterr().out) == []
+    # A source that does not exist is an error, not an empty answer.
+    monkeypatch.setenv("METASTORE_DISPLAYSETS_SOURCE", "nope")
+    assert main(["--db", db_url, "displaysets", PETCT]) == 1
+    assert "no source named 'nope'" in capsys.readouterr().err
 
 
 def test_an_unknown_study_is_one_line_on_stderr(

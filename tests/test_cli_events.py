@@ -142,7 +142,7 @@ def test_relay_webhook_command_signs_and_keeps_the_secret(store: MetaStore, db_u
             "0.05",
             "--max-retry-delay",
             "0.1",
-            env={"HOOK_SECRET": secret, "METASTORE_CONSUMER": "downstream"},
+            env={"HOOK_SECRET": secret, "METASTORE_RELAY_WEBHOOK_CONSUMER": "downstream"},
         )
         until(lambda: len(receiver.accepted) == 3, "delivery")
         relay.send_signal(signal.SIGTERM)

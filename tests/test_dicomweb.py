@@ -231,3 +231,54 @@ def test_the_test_data_is_what_we_think(orthanc: Orthanc) -> None:
         statistics["CountInstances"] == len(PYDICOM_FILES) + GENERATED_SERIES * GENERATED_INSTANCES
     )
     assert httpx.get(f"{orthanc.root}/studies").status_code == 401  # auth is on
+
+
+@pytest.mark.parametrize(
+    ("query", "patient_ids"),
+    [
+        ({"PatientID": "GEN*"}, ["GEN-CT"]),
+        ({"PatientName": "*"}, None),  # every study
+        ({"PatientName": "Generated^Patient0"}, ["GEN-CT"]),
+        ({"PatientName": "generated^pat*"}, ["GEN-CT"]),  # PN: any case, a wildcard
+        ({"PatientID": "GEN-C?"}, ["GEN-CT"]),
+        ({"PatientID": ["GEN-CT", "nope"]}, ["GEN-CT"]),  # a list: a comma list
+    ],
+)
+def test_wildcard_and_person_name_queries_match_on_orthanc(
+    orthanc: Orthanc, query: dict[str, Any], patient_ids: list[str] | None
+) -> None:
+    everything = orthanc_qido(orthanc, "/studies")
+    with DicomWebSource(config(orthanc)) as source:
+        rows = list(source.search_studies(query))
+    found = sorted(str(row["PatientID"]) for row in rows)
+    assert found == (patient_ids or sorted(str(r["PatientID"]) for r in everything))
+
+
+def test_query_characters_sent_as_a_browser_sends_them() -> None:
+    from metastore.sources.dicomweb import query_string
+
+    text = query_string({"PatientName": "Doe^J* ?", "A&B": "x=y+z%", "ids": "1,2"})
+    assert text == "?PatientName=Doe^J*%20?&A%26B=x%3Dy%2Bz%25&ids=1,2"
+
+
+def test_an_empty_search_warns(orthanc: Orthanc, db_url: str, caplog: Any) -> None:
+    with caplog.at_level(logging.WARNING, logger="metastore"):
+        summary = ingest_source(
+            db_url, config(orthanc), query={"PatientID": "NOBODY*"}, progress=False
+        )
+    assert summary.queued == 0
+    assert any("matched no study" in r.getMessage() for r in caplog.records)
+
+
+def test_a_study_the_server_does_not_have_fails(orthanc: Orthanc, db_url: str) -> None:
+    summary = ingest_source(db_url, config(orthanc), study_uids=["1.2.3.999"], progress=False)
+    assert not summary.ok
+    assert [f.study_uid for f in summary.failures] == ["1.2.3.999"]
+
+
+def test_a_failed_ingest_registers_no_source(db_url: str) -> None:
+    refused = SourceConfig(name="gone", kind="dicomweb", root="http://127.0.0.1:9/dicom-web")
+    with pytest.raises(SourceError):
+        ingest_source(db_url, refused, progress=False)
+    with MetaStore(db_url) as store:
+        assert store.get_source("gone") is None

@@ -19,7 +19,7 @@ from metastore import MetaStore
 from metastore.ingest import ingest_folder, ingest_launch_file
 from metastore.launchfile import LAUNCH_INSTANCE_KEYS
 from metastore.sources import SourceConfig, open_source
-from metastore.sources.folder import FolderSource, scan_folder
+from metastore.sources.folder import FolderSource, list_folder, read_folder
 
 PYDICOM_FILES = Path(pydicom.data.__file__).resolve().parent / "test_files"
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -75,21 +75,23 @@ def test_generator_covers_every_file_pydicom_ships(
     generated: tuple[Path, dict[str, Any], int],
 ) -> None:
     _out, document, code = generated
-    index = scan_folder(PYDICOM_FILES, url_root="https://files.example/td", progress=False)
+    files = list_folder(PYDICOM_FILES, url_root="https://files.example/td")
+    list(read_folder(files, workers=2))
     every_file = sorted(
         str(p.relative_to(PYDICOM_FILES)) for p in PYDICOM_FILES.rglob("*") if p.is_file()
     )
     written = entries_by_file(document)
-    skipped = {path for path, _reason in index.unreadable}
+    skipped = {path for path, _reason in files.skipped + files.unreadable}
     # Every file is either in the launch file or reported with a reason; never both, never lost.
     assert not set(written) & skipped
     assert sorted(set(written) | skipped) == every_file
-    assert code == 1  # some files (README.txt, DICOMDIRs, .json) were skipped, not fatal
-    reasons = dict(index.unreadable)
-    assert (
-        "no SOPInstanceUID" in reasons["README.txt"]
-        or "no StudyInstanceUID" in reasons["README.txt"]
-    )
+    # Files that are not DICOM (README.txt, .json, DICOMDIRs) are skipped, not failures;
+    # the exit code is 1 only for DICOM files that cannot be read.
+    assert code == (1 if files.unreadable else 0)
+    reasons = dict(files.skipped + files.unreadable)
+    assert "not a DICOM instance" in reasons["README.txt"]
+    assert "DICOMDIR" in reasons["dicomdirtests/DICOMDIR"]
+    assert "without StudyInstanceUID" in reasons["no_meta_group_length.dcm"]  # DICOM, broken
     # Every file pydicom reads as a composite instance is in (or the same instance as one that is).
     for path in every_file:
         try:
@@ -169,11 +171,16 @@ def test_ingest_folder_indexes_full_metadata_and_skips_bad_files(
     (folder / "sub dir").mkdir(parents=True)
     for name in ("CT_small.dcm", "MR_small.dcm", "rtstruct.dcm", "README.txt"):
         shutil.copy(PYDICOM_FILES / name, folder / "sub dir" / name)
-    (folder / "broken.dcm").write_bytes(b"DICM" + b"\x00" * 10)
+    # A DICOM file cut short: a failure (exit 1); README.txt is not DICOM: only skipped.
+    (folder / "broken.dcm").write_bytes((PYDICOM_FILES / "CT_small.dcm").read_bytes()[:600])
     summary = ingest_folder(store, folder, url_root="https://pacs.example/files", progress=False)
     assert summary.studies == 3 and summary.instances == 3
     assert not summary.ok
-    assert {path for path, _ in summary.skipped_files} == {"broken.dcm", "sub dir/README.txt"}
+    assert {path for path, _ in summary.unreadable_files} == {"broken.dcm"}
+    assert {path for path, _ in summary.skipped_files} == {"sub dir/README.txt"}
+    (folder / "broken.dcm").unlink()
+    # A README.txt alone is no failure.
+    assert ingest_folder(store, folder, url_root="https://pacs.example/files", progress=False).ok
     ct = dataset_of(PYDICOM_FILES / "CT_small.dcm")
     found = store.get_instance(ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID)
     assert found is not None

@@ -23,6 +23,8 @@ LOWER = {
     "metastore.writer",
     "metastore.outbox",
     "metastore.dicom",
+    "metastore.dicomfile",
+    "metastore.dburl",
     "metastore.dicomvalues",
     "metastore.quirks",
     "metastore.imageids",

@@ -75,7 +75,7 @@ def test_the_command_prints_the_script_and_reads_its_env_twin(
     assert main(["ohif-config", "--url", "http://127.0.0.1:9999"]) == 0
     out = capsys.readouterr().out
     assert out == app_config("http://127.0.0.1:9999")
-    monkeypatch.setenv("METASTORE_OHIF_URL", "https://viewer.example/metastore")
+    monkeypatch.setenv("METASTORE_OHIF_CONFIG_URL", "https://viewer.example/metastore")
     assert main(["ohif-config"]) == 0
     config = window_config(capsys.readouterr().out)
     assert config["dataSources"][0]["configuration"]["wadoRoot"] == (

@@ -13,12 +13,14 @@ from metastore import db, errors
 
 def test_all_is_sorted_and_complete() -> None:
     assert metastore.__all__ == sorted(metastore.__all__)
+    for name in metastore.__all__:  # loaded on first use
+        assert getattr(metastore, name) is not None
     public = {
         name
         for name, value in vars(metastore).items()
         if not name.startswith("_")
         and not inspect.ismodule(value)
-        and name not in {"annotations", "logging"}
+        and name not in {"annotations", "logging", "importlib", "TYPE_CHECKING", "Any"}
     }
     assert set(metastore.__all__) == public
 
@@ -74,3 +76,19 @@ def test_invalid_metadata_names_where() -> None:
         "study_uid": "1.2",
         "series_uid": "1.2.3",
     }
+
+
+def test_the_command_line_loads_without_the_library() -> None:
+    """``metastore --help`` imports only the command line: no SQLAlchemy, pydicom, httpx."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, metastore.cli as c; c.build_parser().format_help(); "
+        "heavy = {'sqlalchemy', 'pydicom', 'httpx', 'alembic', 'psycopg', 'starlette'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"

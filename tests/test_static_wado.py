@@ -11,6 +11,7 @@ from servers import StaticTree
 from metastore import MetaStore
 from metastore.ingest import ingest_source
 from metastore.sources import SourceConfig, open_source
+from metastore.sources.dicomweb import dicomweb_config
 from metastore.sources.static_wado import StaticWadoSource
 
 THORAX = "1.3.46.670589.30.1.3.1.1625260923.1632320482484.1"
@@ -79,3 +80,15 @@ def test_ingest_the_whole_tree(static_tree: StaticTree, db_url: str, workers: in
         assert thorax is not None and thorax["PatientName"][0]["Alphabetic"] == "Test^Röntgen"
         frames = [i for lst in thorax["seriesLists"] for s in lst["series"] for i in s["instances"]]
         assert all(i["imageId"].startswith(f"wadors:{static_tree.root}/studies/") for i in frames)
+
+
+def test_a_tree_on_disk_is_read_in_place(db_url: str) -> None:
+    studies, series, instances = tree_counts()
+    config = dicomweb_config(str(DATA), static=True, name="bundled")
+    assert config.root == DATA.absolute().as_uri()
+    summary = ingest_source(db_url, config)
+    assert summary.failures == 0, summary.errors
+    assert (summary.studies, summary.series, summary.instances) == (studies, series, instances)
+    with MetaStore(db_url) as store:
+        source = store.get_source("bundled")
+    assert source is not None and source.kind == "static_wado" and source.root_url == config.root

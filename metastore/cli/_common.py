@@ -1,7 +1,20 @@
-"""What every command group shares: options with environment twins, output, the store.
+"""What every command group shares: options with environment twins, checked values, output.
 
-Every option has an environment twin named ``METASTORE_<OPTION>`` (``--db``
-is ``METASTORE_DATABASE_URL``), shown in its help.
+**The environment twin rule.** Every option has one environment variable,
+named from the command and the option: ``METASTORE_`` + the command's words
++ the option's long name, upper case, ``-`` as ``_``. ``metastore ingest
+folder --workers`` is ``METASTORE_INGEST_FOLDER_WORKERS``, ``metastore
+stats --json`` is ``METASTORE_STATS_JSON``; the options before the command
+(``--log-level``) have no command words: ``METASTORE_LOG_LEVEL``. The one
+exception is ``--db``, whose twin is ``METASTORE_DATABASE_URL``. Every
+option's help shows its twin. A value on the command line wins over the
+twin. A twin's value is checked like the option's (a bad one is a usage
+error of the command that reads it, exit 2); flags take
+``1/true/yes/on`` or ``0/false/no/off``; a repeatable option's twin holds
+one value a line.
+
+This module imports nothing heavy: ``metastore --help`` loads only the
+command line; each command imports the library when it runs.
 """
 
 from __future__ import annotations
@@ -14,15 +27,34 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from metastore.store import MetaStore
+if TYPE_CHECKING:
+    from metastore.store import MetaStore
 
 log = logging.getLogger("metastore.cli")
 
 Handler = Callable[[argparse.Namespace], int]
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def env_name(prog: str, option: str) -> str:
+    """The environment twin of ``option`` of the command ``prog`` (see the module doc)."""
+    words = [*prog.split()[1:], option.lstrip("-")]
+    return "METASTORE_" + "_".join(words).upper().replace("-", "_")
+
+
+class BadEnv(str):
+    """An environment twin's value that does not check: a usage error if the command reads it."""
+
+    message: str
+
+    def __new__(cls, message: str) -> BadEnv:
+        made = super().__new__(cls, message)
+        made.message = message
+        return made
 
 
 class EnvDefault(argparse.Action):
@@ -31,14 +63,21 @@ class EnvDefault(argparse.Action):
     def __init__(self, option_strings: list[str], dest: str, env: str, **kwargs: Any) -> None:
         self.env = env
         if env in os.environ:
-            kwargs["default"] = self.from_env(os.environ[env], kwargs)
+            try:
+                kwargs["default"] = self.from_env(os.environ[env], kwargs)
+            except (ValueError, TypeError, argparse.ArgumentTypeError) as err:
+                kwargs["default"] = BadEnv(f"${env}={os.environ[env]!r}: {err}")
             kwargs["required"] = False
         kwargs["help"] = f"{kwargs.get('help', '')} [env: {env}]".strip()
         super().__init__(option_strings, dest, **kwargs)
 
     def from_env(self, text: str, kwargs: dict[str, Any]) -> Any:
-        """The default, from the environment twin's text."""
-        return (kwargs.get("type") or str)(text)
+        """The default, from the environment twin's text (checked as the option is)."""
+        value = (kwargs.get("type") or str)(text)
+        choices = kwargs.get("choices")
+        if choices is not None and value not in choices:
+            raise ValueError(f"must be one of {', '.join(map(str, choices))}")
+        return value
 
     def __call__(
         self,
@@ -55,13 +94,16 @@ class EnvDefault(argparse.Action):
 
 
 class EnvFlag(EnvDefault):
-    """A boolean flag with an environment twin (1/true/yes turns it on)."""
+    """A boolean flag with an environment twin (``1/true/yes/on`` or ``0/false/no/off``)."""
 
     def __init__(self, option_strings: list[str], dest: str, env: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, env, nargs=0, default=False, **kwargs)
 
     def from_env(self, text: str, kwargs: dict[str, Any]) -> Any:
-        return text.lower() in ("1", "true", "yes", "on")
+        word = text.strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise ValueError("a flag's twin is 1/true/yes/on or 0/false/no/off")
+        return word in _TRUE
 
     def value(self, namespace: argparse.Namespace, values: Any) -> Any:
         return True
@@ -76,13 +118,21 @@ class EnvAppend(EnvDefault):
             self.default = []
 
     def from_env(self, text: str, kwargs: dict[str, Any]) -> Any:
-        return [line for line in text.splitlines() if line.strip()]
+        convert = kwargs.get("type") or str
+        return [convert(line) for line in text.splitlines() if line.strip()]
 
     def value(self, namespace: argparse.Namespace, values: Any) -> Any:
         current = getattr(namespace, self.dest, None)
         if current is None or current is self.default:
             current = []
         return [*current, values]
+
+
+def check_env(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A usage error (exit 2) for an environment twin of the chosen command that does not check."""
+    for value in vars(args).values():
+        if isinstance(value, BadEnv):
+            parser.error(value.message)
 
 
 def _add(
@@ -92,15 +142,16 @@ def _add(
     env: str | None,
     kwargs: dict[str, Any],
 ) -> None:
-    dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
-    twin = env or f"METASTORE_{dest.upper()}"
-    parser.add_argument(*names, action=action, env=twin, **kwargs)
+    long_name = next((n for n in names if n.startswith("--")), names[0])
+    parser.add_argument(
+        *names, action=action, env=env or env_name(parser.prog, long_name), **kwargs
+    )
 
 
 def option(
     parser: argparse.ArgumentParser, *names: str, env: str | None = None, **kwargs: Any
 ) -> None:
-    """Add an option with its environment twin (``METASTORE_<NAME>`` unless given)."""
+    """Add an option with its environment twin (named by the rule; ``env`` only for ``--db``)."""
     _add(parser, EnvDefault, names, env, kwargs)
 
 
@@ -118,6 +169,30 @@ def repeated(
     _add(parser, EnvAppend, names, env, kwargs)
 
 
+def _number(kind: type[int] | type[float], low: float, inclusive: bool) -> Callable[[str], Any]:
+    what = "a whole number" if kind is int else "a number"
+    bound = f"{'at least' if inclusive else 'more than'} {kind(low)}"
+
+    def check(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {bound}")
+        return value
+
+    check.__name__ = f"{kind.__name__} ({bound})"
+    return check
+
+
+#: Option types that refuse what makes no sense (``--limit -5``).
+positive_int = _number(int, 1, inclusive=True)
+count_int = _number(int, 0, inclusive=True)
+positive_float = _number(float, 0, inclusive=False)
+non_negative_float = _number(float, 0, inclusive=True)
+
+
 def command_group(commands: Any, name: str, help: str, metavar: str = "KIND") -> Any:
     """The subcommands of the group ``name`` (``ingest``...), created on first use.
 
@@ -133,17 +208,27 @@ def command_group(commands: Any, name: str, help: str, metavar: str = "KIND") ->
 
 def print_json(value: Any) -> None:
     """One JSON document on stdout (indented for a person)."""
+    import orjson
+
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
 
 
 def print_json_line(value: Any) -> None:
     """One JSON line on stdout (for pipes)."""
+    import orjson
+
     sys.stdout.write(orjson.dumps(value, default=str).decode() + "\n")
 
 
-def open_store(args: argparse.Namespace) -> MetaStore:
-    """The store named by ``--db`` / ``METASTORE_DATABASE_URL`` / the default."""
-    return MetaStore(args.db)
+def open_store(args: argparse.Namespace, *, read_only: bool = False) -> MetaStore:
+    """The store named by ``--db`` / ``METASTORE_DATABASE_URL`` / the default.
+
+    ``read_only``: for commands that only read; an SQLite database is opened
+    read-only and must exist (a read never creates one).
+    """
+    from metastore.store import MetaStore
+
+    return MetaStore(args.db, read_only=read_only)
 
 
 def print_table(header: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:

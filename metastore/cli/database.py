@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from metastore import db
 from metastore.cli._common import command_group, option
 
 
 def _upgrade(args: argparse.Namespace) -> int:
+    from metastore import db
+
     state = db.schema_state(args.db, upgrade_to=args.revision)
     print(f"{state.url}: {state.before or '(empty)'} -> {state.current}")
     return 0
 
 
 def _current(args: argparse.Namespace) -> int:
+    from metastore import db
+
     state = db.schema_state(args.db)
     where = "at head" if state.at_head else f"behind head {state.head}: run `metastore db upgrade`"
     print(f"{state.current or '(empty)'} ({where})")

@@ -5,21 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from metastore import events
 from metastore.cli._common import (
     command_group,
+    count_int,
     flag,
+    non_negative_float,
     open_store,
     option,
+    positive_float,
     print_json,
     print_json_line,
     print_table,
     stop_on_signals,
 )
 from metastore.errors import MetastoreError
-from metastore.events import Event
+
+if TYPE_CHECKING:
+    from metastore.events import Event
 
 
 def _print_event(event: Event) -> None:
@@ -28,7 +32,11 @@ def _print_event(event: Event) -> None:
 
 
 def _events_tail(args: argparse.Namespace) -> int:
-    with open_store(args) as store, stop_on_signals() as stop:
+    from metastore import events
+
+    # Without a consumer, tailing only reads; a consumer's cursor is written.
+    read_only = args.consumer is None
+    with open_store(args, read_only=read_only) as store, stop_on_signals() as stop:
         events.tail(
             store,
             _print_event,
@@ -43,6 +51,8 @@ def _events_tail(args: argparse.Namespace) -> int:
 
 
 def _events_prune(args: argparse.Namespace) -> int:
+    from metastore import events
+
     older = None if args.older_than is None else timedelta(days=args.older_than)
     with open_store(args) as store:
         deleted = events.prune(store, before=args.before, older_than=older, force=args.force)
@@ -51,6 +61,8 @@ def _events_prune(args: argparse.Namespace) -> int:
 
 
 def _relay_webhook(args: argparse.Namespace) -> int:
+    from metastore import events
+
     with open_store(args) as store, stop_on_signals() as stop:
         delivered = events.relay_webhook(
             store,
@@ -69,7 +81,9 @@ def _relay_webhook(args: argparse.Namespace) -> int:
 
 
 def _consumers(args: argparse.Namespace) -> int:
-    with open_store(args) as store:
+    from metastore import events
+
+    with open_store(args, read_only=not args.remove) as store:
         if args.remove:
             if not events.remove_consumer(store, args.remove):
                 raise MetastoreError(f"no consumer named {args.remove!r}")
@@ -92,12 +106,19 @@ def add_commands(commands: Any) -> None:
     option(
         tail,
         "--type",
-        env="METASTORE_EVENT_TYPES",
         metavar="TYPE[,TYPE]",
         help="only these event types (SERIES_ADDED, INSTANCES_ADDED, STUDY_DELETED)",
     )
-    option(tail, "--after", type=int, default=0, help="without --consumer: start after this seq")
-    option(tail, "--poll-interval", type=float, default=1.0, help="seconds between polls (SQLite)")
+    option(
+        tail, "--after", type=count_int, default=0, help="without --consumer: start after this seq"
+    )
+    option(
+        tail,
+        "--poll-interval",
+        type=positive_float,
+        default=1.0,
+        help="seconds between polls (SQLite)",
+    )
     tail.set_defaults(handler=_events_tail)
 
     prune = feed_commands.add_parser(
@@ -106,23 +127,20 @@ def add_commands(commands: Any) -> None:
     option(
         prune,
         "--before",
-        type=int,
-        env="METASTORE_PRUNE_BEFORE",
+        type=count_int,
         metavar="SEQ",
         help="events with a lower sequence number",
     )
     option(
         prune,
         "--older-than",
-        type=float,
-        env="METASTORE_PRUNE_OLDER_THAN",
+        type=non_negative_float,
         metavar="DAYS",
         help="events written more than DAYS ago",
     )
     flag(
         prune,
         "--force",
-        env="METASTORE_PRUNE_FORCE",
         help="delete them even if a consumer has not processed them",
     )
     prune.set_defaults(handler=_events_prune)
@@ -136,52 +154,50 @@ def add_commands(commands: Any) -> None:
     option(
         webhook,
         "--secret-env",
-        env="METASTORE_WEBHOOK_SECRET_ENV",
         metavar="VAR",
         help="sign each body with HMAC-SHA256 under the secret in this environment variable",
     )
     option(
         webhook,
         "--type",
-        env="METASTORE_EVENT_TYPES",
         metavar="TYPE[,TYPE]",
         help="only these event types",
     )
     option(
         webhook,
         "--timeout",
-        type=float,
+        type=positive_float,
         default=10.0,
-        env="METASTORE_WEBHOOK_TIMEOUT",
         help="seconds to wait for the endpoint",
     )
     option(
         webhook,
         "--max-retry-delay",
-        type=float,
+        type=positive_float,
         default=30.0,
-        env="METASTORE_WEBHOOK_MAX_RETRY_DELAY",
         help="the longest wait between retries of a failing endpoint, in seconds",
     )
     option(
-        webhook, "--poll-interval", type=float, default=1.0, help="seconds between polls (SQLite)"
+        webhook,
+        "--poll-interval",
+        type=positive_float,
+        default=1.0,
+        help="seconds between polls (SQLite)",
     )
     option(
         webhook,
         "--start",
         choices=("earliest", "latest"),
         default="earliest",
-        env="METASTORE_CONSUMER_START",
         help="where a new consumer begins",
     )
     webhook.set_defaults(handler=_relay_webhook)
 
     registry = commands.add_parser("consumers", help="list consumers, their cursor and lag")
-    flag(registry, "--json", env="METASTORE_CONSUMERS_JSON", help="print JSON instead of a table")
+    flag(registry, "--json", help="print JSON instead of a table")
     option(
         registry,
         "--remove",
-        env="METASTORE_CONSUMERS_REMOVE",
         metavar="NAME",
         help="forget this consumer (it no longer holds back prune)",
     )

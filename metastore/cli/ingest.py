@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metastore.cli._common import (
     command_group,
+    count_int,
     flag,
     open_store,
     option,
+    positive_float,
+    positive_int,
     print_json_line,
     repeated,
 )
-from metastore.cli.progress import terminal
 from metastore.errors import ConfigurationError
-from metastore.ingest import (
-    STATES,
-    IngestSummary,
-    JobQueue,
-    ingest_folder,
-    ingest_launch_file,
-    ingest_source,
-    serve,
-)
-from metastore.sources import Rejected
-from metastore.sources.dicomweb import auth_headers, dicomweb_config
+
+if TYPE_CHECKING:
+    from metastore.ingest import IngestSummary
+
+#: Job states, for --state (the queue's STATES; a test checks they agree).
+JOB_STATES = ("queued", "running", "done", "failed")
 
 
 def _key_value(item: str) -> tuple[str, str]:
@@ -41,12 +38,18 @@ def _report(summary: IngestSummary) -> int:
     print(summary)
     for failure in summary.failures:
         print(f"failed: {failure}", file=sys.stderr)
+    for path, reason in summary.unreadable_files:
+        print(f"unreadable: {path}: {reason}", file=sys.stderr)
     for path, reason in summary.skipped_files:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     return 0 if summary.ok else 1
 
 
 def _ingest_dicomweb(args: argparse.Namespace) -> int:
+    from metastore.cli.progress import terminal
+    from metastore.ingest import ingest_source
+    from metastore.sources.dicomweb import auth_headers, dicomweb_config
+
     headers = auth_headers(args.header, token_env=args.token_env)
     settings = {"page_size": args.page_size, "timeout": args.timeout, "retries": args.retries}
     config = dicomweb_config(
@@ -72,6 +75,9 @@ def _ingest_dicomweb(args: argparse.Namespace) -> int:
 
 
 def _ingest_dicomjson(args: argparse.Namespace) -> int:
+    from metastore.cli.progress import terminal
+    from metastore.ingest import ingest_launch_file
+
     with open_store(args) as store:
         summary = ingest_launch_file(
             store,
@@ -84,6 +90,9 @@ def _ingest_dicomjson(args: argparse.Namespace) -> int:
 
 
 def _ingest_folder(args: argparse.Namespace) -> int:
+    from metastore.cli.progress import terminal
+    from metastore.ingest import ingest_folder
+
     with open_store(args) as store:
         summary = ingest_folder(
             store,
@@ -91,12 +100,16 @@ def _ingest_folder(args: argparse.Namespace) -> int:
             url_root=args.url_root,
             source=args.source,
             keep_going=args.keep_going,
+            workers=args.workers,
             progress=terminal(),
         )
     return _report(summary)
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from metastore.ingest import serve
+    from metastore.sources.dicomweb import auth_headers
+
     headers = auth_headers(args.header, token_env=args.token_env)
     with open_store(args) as store:
         summary = serve(
@@ -112,7 +125,10 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    with open_store(args) as store:
+    from metastore.ingest import JobQueue
+    from metastore.sources import Rejected
+
+    with open_store(args, read_only=True) as store:
         found = JobQueue(store).jobs(state=args.state, source=args.source, limit=args.limit)
     for source, job in found:
         if args.json:
@@ -130,7 +146,9 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
         parser, "--header", metavar="'NAME: VALUE'", help="an HTTP header to send (repeatable)"
     )
     option(parser, "--token-env", metavar="VAR", default=None, help="send the bearer token in $VAR")
-    option(parser, "--lease", type=float, default=60.0, help="seconds a worker holds a job")
+    option(
+        parser, "--lease", type=positive_float, default=60.0, help="seconds a worker holds a job"
+    )
 
 
 def add_commands(commands: Any) -> None:
@@ -147,11 +165,21 @@ def add_commands(commands: Any) -> None:
     flag(web, "--static-wado", help="a static tree: it ignores queries, metastore filters")
     repeated(web, "--query", metavar="KEY=VALUE", help="a QIDO-RS query parameter (repeatable)")
     repeated(web, "--study", metavar="UID", help="pull this study (repeatable)")
-    option(web, "--workers", type=int, default=1, help="worker processes")
-    option(web, "--page-size", type=int, default=None, help="QIDO-RS page size")
-    option(web, "--timeout", type=float, default=None, help="seconds to wait for a response")
-    option(web, "--retries", type=int, default=None, help="tries after the first, per request")
-    option(web, "--max-attempts", type=int, default=5, help="attempts per study before it fails")
+    option(web, "--workers", type=positive_int, default=1, help="worker processes")
+    option(web, "--page-size", type=positive_int, default=None, help="QIDO-RS page size")
+    option(
+        web, "--timeout", type=positive_float, default=None, help="seconds to wait for a response"
+    )
+    option(
+        web, "--retries", type=count_int, default=None, help="tries after the first, per request"
+    )
+    option(
+        web,
+        "--max-attempts",
+        type=positive_int,
+        default=5,
+        help="attempts per study before it fails",
+    )
     _add_worker_options(web)
     web.set_defaults(handler=_ingest_dicomweb)
     _add_file_commands(ingest_commands)
@@ -160,16 +188,20 @@ def add_commands(commands: Any) -> None:
     flag(worker, "--once", help="stop when no job is queued or running")
     option(worker, "--source", metavar="NAME", default=None, help="only this source's jobs")
     option(
-        worker, "--poll", type=float, default=2.0, help="seconds between looks at an empty queue"
+        worker,
+        "--poll",
+        type=positive_float,
+        default=2.0,
+        help="seconds between looks at an empty queue",
     )
     _add_worker_options(worker)
     worker.set_defaults(handler=_worker)
 
     jobs = commands.add_parser("jobs", help="list ingest jobs with their last errors")
-    option(jobs, "--state", choices=STATES, default=None, help="only jobs in this state")
+    option(jobs, "--state", choices=JOB_STATES, default=None, help="only jobs in this state")
     option(jobs, "--source", metavar="NAME", default=None, help="only this source's jobs")
-    option(jobs, "--limit", type=int, default=100, help="at most this many jobs")
-    flag(jobs, "--json", env="METASTORE_JOBS_JSON", help="print JSON lines")
+    option(jobs, "--limit", type=positive_int, default=100, help="at most this many jobs")
+    flag(jobs, "--json", help="print JSON lines")
     jobs.set_defaults(handler=_jobs)
 
 
@@ -181,14 +213,12 @@ def _add_file_commands(kinds: Any) -> None:
     option(
         dicomjson,
         "--source",
-        env="METASTORE_DICOMJSON_SOURCE",
         default=None,
         help="source name (default: the file's name without .json/.gz)",
     )
     flag(
         dicomjson,
         "--keep-going",
-        env="METASTORE_DICOMJSON_KEEP_GOING",
         help="skip bad studies and list them (exit 1 when any failed)",
     )
     dicomjson.set_defaults(handler=_ingest_dicomjson)
@@ -198,21 +228,25 @@ def _add_file_commands(kinds: Any) -> None:
     option(
         folder,
         "--url-root",
-        env="METASTORE_FOLDER_URL_ROOT",
         default=None,
         help="URL the folder is served at; urls are dicomweb:URL_ROOT/<path> (default: file://DIR)",
     )
     option(
         folder,
         "--source",
-        env="METASTORE_FOLDER_SOURCE",
         default=None,
         help="source name (default: the folder's name)",
     )
     flag(
         folder,
         "--keep-going",
-        env="METASTORE_FOLDER_KEEP_GOING",
         help="skip studies the index refuses and list them (exit 1 when any failed)",
+    )
+    option(
+        folder,
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="processes reading files (default: the number of cores)",
     )
     folder.set_defaults(handler=_ingest_folder)

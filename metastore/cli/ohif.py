@@ -23,7 +23,6 @@ def add_commands(commands: Any) -> None:
     option(
         parser,
         "--url",
-        env="METASTORE_OHIF_URL",
         default=DEFAULT_URL,
         help=f"where the browser reaches the service, without /dicomweb (default {DEFAULT_URL})",
     )

@@ -7,20 +7,20 @@ from typing import Any
 
 from metastore.cli._common import (
     command_group,
+    count_int,
     flag,
     open_store,
     option,
+    positive_int,
     print_json,
     print_json_line,
     print_table,
 )
-from metastore.displaysets import get_display_sets
 from metastore.errors import ConfigurationError, MetastoreError
-from metastore.launchfile.export import export_launch_file
 
 
 def _show_study(args: argparse.Namespace) -> int:
-    with open_store(args) as store:
+    with open_store(args, read_only=True) as store:
         study = store.get_study(args.study_uid)
     if study is None:
         raise MetastoreError(f"study {args.study_uid} is not in the index")
@@ -29,7 +29,7 @@ def _show_study(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    with open_store(args) as store:
+    with open_store(args, read_only=True) as store:
         rows = store.stats()
     if args.json:
         print_json(rows)
@@ -41,14 +41,18 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _changes(args: argparse.Namespace) -> int:
-    with open_store(args) as store:
+    with open_store(args, read_only=True) as store:
         for event in store.changes(after=args.after, limit=args.limit):
             print_json_line(event.to_dict())
     return 0
 
 
 def _displaysets(args: argparse.Namespace) -> int:
-    with open_store(args) as store:
+    from metastore.displaysets import get_display_sets
+
+    with open_store(args, read_only=True) as store:
+        if args.source is not None and store.get_source(args.source) is None:
+            raise MetastoreError(f"no source named {args.source!r} (see `metastore sources`)")
         display_sets = get_display_sets(store, args.study_uid, source=args.source)
     if display_sets is None:
         raise MetastoreError(f"study {args.study_uid} is not in the index")
@@ -57,9 +61,11 @@ def _displaysets(args: argparse.Namespace) -> int:
 
 
 def _export_dicomjson(args: argparse.Namespace) -> int:
+    from metastore.launchfile.export import export_launch_file
+
     if bool(args.study_uids) == bool(args.all):
         raise ConfigurationError("name the studies to export, or give --all")
-    with open_store(args) as store:
+    with open_store(args, read_only=True) as store:
         summary = export_launch_file(
             store, args.output, None if args.all else args.study_uids, source=args.source
         )
@@ -79,14 +85,18 @@ def add_commands(commands: Any) -> None:
     stats = commands.add_parser(
         "stats", help="studies, series and instances by source and modality"
     )
-    flag(stats, "--json", env="METASTORE_STATS_JSON", help="print JSON instead of a table")
+    flag(stats, "--json", help="print JSON instead of a table")
     stats.set_defaults(handler=_stats)
 
     changes = commands.add_parser("changes", help="print change-feed events as JSON lines")
     option(
-        changes, "--after", type=int, default=0, help="only events with a higher sequence number"
+        changes,
+        "--after",
+        type=count_int,
+        default=0,
+        help="only events with a higher sequence number",
     )
-    option(changes, "--limit", type=int, default=1000, help="at most this many events")
+    option(changes, "--limit", type=positive_int, default=1000, help="at most this many events")
     changes.set_defaults(handler=_changes)
 
     displaysets = commands.add_parser(
@@ -96,7 +106,6 @@ def add_commands(commands: Any) -> None:
     option(
         displaysets,
         "--source",
-        env="METASTORE_DISPLAYSETS_SOURCE",
         default=None,
         help="only the series list of this source",
     )
@@ -112,7 +121,6 @@ def add_commands(commands: Any) -> None:
         "-o",
         "--output",
         dest="output",
-        env="METASTORE_EXPORT_OUTPUT",
         required=True,
         metavar="FILE",
         help="the launch file to write (.gz: gzip)",
@@ -120,9 +128,8 @@ def add_commands(commands: Any) -> None:
     option(
         launch,
         "--source",
-        env="METASTORE_EXPORT_SOURCE",
         default=None,
         help="only this source's series lists (default: every series once)",
     )
-    flag(launch, "--all", env="METASTORE_EXPORT_ALL", help="export every indexed study")
+    flag(launch, "--all", help="export every indexed study")
     launch.set_defaults(handler=_export_dicomjson)

@@ -6,17 +6,27 @@ import argparse
 import sys
 from typing import Any
 
-from metastore.cli._common import command_group, flag, open_store, option, print_json_line, repeated
+from metastore.cli._common import (
+    command_group,
+    count_int,
+    flag,
+    open_store,
+    option,
+    positive_int,
+    print_json_line,
+    repeated,
+)
 from metastore.errors import QueryError
-from metastore.search import search_instances, search_series, search_studies
-from metastore.search.format import query_from_pairs, write_rows
 
 
 def _search(args: argparse.Namespace) -> int:
+    from metastore.search import search_instances, search_series, search_studies
+    from metastore.search.format import query_from_pairs, write_rows
+
     options: dict[str, Any] = {"limit": args.limit, "offset": args.offset, "count": args.count}
     try:
         query = query_from_pairs(args.query, args.includefield)
-        with open_store(args) as store:
+        with open_store(args, read_only=True) as store:
             if args.search_level == "studies":
                 result = search_studies(store, query, **options)
             elif args.search_level == "series":
@@ -58,33 +68,27 @@ def add_commands(commands: Any) -> None:
         repeated(
             parser,
             "--includefield",
-            env="METASTORE_SEARCH_INCLUDEFIELD",
             metavar="TAG",
             help="also return this attribute (keyword, tag or all)",
         )
         option(
             parser,
             "--limit",
-            env="METASTORE_SEARCH_LIMIT",
-            type=int,
+            type=positive_int,
             default=None,
             help="at most this many rows",
         )
         option(
             parser,
             "--offset",
-            env="METASTORE_SEARCH_OFFSET",
-            type=int,
+            type=count_int,
             default=0,
             help="skip this many rows",
         )
-        flag(
-            parser, "--count", env="METASTORE_SEARCH_COUNT", help="print the number of matches too"
-        )
+        flag(parser, "--count", help="print the number of matches too")
         option(
             parser,
             "--format",
-            env="METASTORE_SEARCH_FORMAT",
             choices=("table", "json", "csv"),
             default="table",
             help="a table for people, DICOM JSON lines or CSV for scripts",
@@ -93,7 +97,6 @@ def add_commands(commands: Any) -> None:
             option(
                 parser,
                 "--study",
-                env="METASTORE_SEARCH_STUDY",
                 default=None,
                 help="within this study",
             )
@@ -101,7 +104,6 @@ def add_commands(commands: Any) -> None:
             option(
                 parser,
                 "--series",
-                env="METASTORE_SEARCH_SERIES",
                 default=None,
                 help="within this series",
             )

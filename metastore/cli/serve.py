@@ -6,14 +6,16 @@ import argparse
 import os
 from typing import Any
 
-from metastore.cli._common import option, repeated
-from metastore.db import resolve_url
+from metastore.cli._common import count_int, option, positive_float, positive_int, repeated
+from metastore.dburl import resolve_url
 from metastore.errors import ConfigurationError
-from metastore.service import SETTINGS, Settings
-from metastore.service.server import serve as run_service
+from metastore.service.settings import SETTINGS
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from metastore.service.server import serve as run_service
+    from metastore.service.settings import Settings
+
     token = None
     if args.token_env:
         token = os.environ.get(args.token_env, "").strip()
@@ -47,30 +49,26 @@ def add_commands(commands: Any) -> None:
     option(
         serve,
         "--host",
-        env="METASTORE_SERVE_HOST",
         default="127.0.0.1",
         help="address to listen on",
     )
     option(
         serve,
         "--port",
-        env="METASTORE_SERVE_PORT",
-        type=int,
+        type=count_int,
         default=8080,
         help="port to listen on",
     )
     option(
         serve,
         "--workers",
-        env="METASTORE_SERVE_WORKERS",
-        type=int,
+        type=positive_int,
         default=1,
         help="worker processes",
     )
     option(
         serve,
         "--token-env",
-        env="METASTORE_SERVE_TOKEN_ENV",
         metavar="VAR",
         default=None,
         help="require Authorization: Bearer <the token in this environment variable>",
@@ -78,14 +76,12 @@ def add_commands(commands: Any) -> None:
     repeated(
         serve,
         "--cors-origin",
-        env="METASTORE_SERVE_CORS_ORIGIN",
         metavar="ORIGIN",
         help=defaults["cors_origins"].help,
     )
     option(
         serve,
         "--public-url",
-        env="METASTORE_SERVE_PUBLIC_URL",
         metavar="URL",
         default=None,
         help=defaults["public_url"].help,
@@ -93,16 +89,14 @@ def add_commands(commands: Any) -> None:
     option(
         serve,
         "--max-limit",
-        env="METASTORE_SERVE_MAX_LIMIT",
-        type=int,
+        type=positive_int,
         default=1000,
         help=defaults["max_limit"].help,
     )
     option(
         serve,
         "--upstream-timeout",
-        env="METASTORE_SERVE_UPSTREAM_TIMEOUT",
-        type=float,
+        type=positive_float,
         default=30.0,
         help=defaults["upstream_timeout"].help,
     )

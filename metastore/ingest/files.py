@@ -10,16 +10,16 @@ checked all of it, so a bad study leaves nothing behind. A bad study raises
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
-from metastore.errors import InvalidMetadata
+from metastore.errors import ConfigurationError, InvalidMetadata
 from metastore.ingest.summary import Failure, IngestSummary, Tally
 from metastore.ingest.write import write_study
 from metastore.launchfile import StudyFailure
 from metastore.progress import Progress, Reporting
 from metastore.sources import SourceConfig, StudyMetadata, dicomjson, folder
-from metastore.sources.stream import redact_url, stem
+from metastore.sources.stream import is_url, redact_url, stem
 from metastore.store import MetaStore
 
 log = logging.getLogger(__name__)
@@ -37,19 +37,26 @@ def ingest_launch_file(
     """Index every study of a launch file (a path or an http(s) URL).
 
     ``source`` defaults to the file's stem (``studies.json.gz`` ->
-    ``studies``); it is registered as kind ``dicomjson`` with the path or
-    the URL without its query string. A bad study raises
-    ``InvalidMetadata`` naming the file, the JSON path and the UIDs.
+    ``studies``); it is registered as kind ``dicomjson`` with the absolute
+    path or the URL without its query string, once the first study is
+    read (a file that cannot be read registers nothing). A default name
+    already taken by another file is refused: name the source. A bad study
+    raises ``InvalidMetadata`` naming the file, the JSON path and the UIDs.
     """
     name = source or stem(location)
+    root = redact_url(location) if is_url(location) else str(Path(location).absolute())
+    _check_same_root(store, name, root, named=source is not None)
     config = SourceConfig(name=name, kind=dicomjson.KIND, root=location, headers=headers or {})
     reader = dicomjson.DicomJsonSource(config)
-    store.register_source(name, dicomjson.KIND, root_url=redact_url(location))
     shown = reader.location
-    with Progress(f"ingest {shown}", unit="studies", display=progress) as bar:
+    with Progress(f"ingest {shown}", unit="bytes", display=progress) as bar:
         tally = Tally()
         try:
-            _write_all(store, reader.studies(), name, shown, tally, bar, keep_going=keep_going)
+            studies = _registering(
+                reader.studies(progress=bar),
+                lambda: store.register_source(name, dicomjson.KIND, root_url=root),
+            )
+            _write_all(store, studies, name, shown, tally, bar, keep_going=keep_going)
         except InvalidMetadata as err:
             if not keep_going or not tally.counts["studies"] and not tally.failures:
                 raise
@@ -67,29 +74,63 @@ def ingest_folder(
     url_root: str | None = None,
     source: str | None = None,
     keep_going: bool = False,
+    workers: int | None = None,
     progress: Reporting = None,
 ) -> IngestSummary:
-    """Index every DICOM file under ``root``; unreadable files are reported and skipped.
+    """Index every DICOM file under ``root``, each read once, by ``workers`` processes.
 
-    ``source`` defaults to the folder's name (kind ``folder``). A study the
-    store refuses raises ``InvalidMetadata``, or with ``keep_going`` is
-    listed in the summary's ``failures``.
+    ``workers`` defaults to the number of cores. ``source`` defaults to the
+    folder's name (kind ``folder``). Files that are not DICOM are skipped
+    and listed (``skipped_files``); DICOM files that cannot be read are
+    listed in ``unreadable_files`` (the summary is then not ``ok``). A
+    study the store refuses raises ``InvalidMetadata``, or with
+    ``keep_going`` is listed in the summary's ``failures``.
     """
-    base = Path(root)
-    name = source or base.resolve().name or "folder"
-    index = folder.scan_folder(base, url_root=url_root, progress=progress)
+    files = folder.list_folder(root, url_root=url_root)
+    name = source or files.root.name or "folder"
+    _check_same_root(store, name, str(files.root), named=source is not None)
     store.register_source(
-        name, folder.KIND, root_url=index.url_root, settings={"path": str(base.resolve())}
+        name, folder.KIND, root_url=files.url_root, settings={"path": str(files.root)}
     )
-    total = len(index.studies)
-    with Progress(f"ingest {base}", unit="studies", total=total, display=progress) as bar:
+    shown = str(files.root)
+    total = len(files.paths)
+    with Progress(f"ingest {shown}", unit="files", total=total, display=progress) as bar:
         tally = Tally()
-        studies = folder.folder_studies(index, tally.quirks)
-        _write_all(store, studies, name, str(base), tally, bar, keep_going=keep_going)
-        tally.skipped_files.extend(index.unreadable)
+        studies = folder.read_folder(files, workers=workers, progress=bar, quirks=tally.quirks)
+        _write_all(store, studies, name, shown, tally, bar, keep_going=keep_going)
+        tally.skipped_files.extend(files.skipped)
+        tally.unreadable_files.extend(files.unreadable)
         summary = tally.summary(name, bar.elapsed)
-    log.info("%s: %s", base, summary)
+    log.info("%s: %s", shown, summary)
     return summary
+
+
+def _check_same_root(store: MetaStore, name: str, root: str, *, named: bool) -> None:
+    """Refuse to merge two different files or folders into a source by a default name.
+
+    A file is known by its ``root_url``, a folder by its ``path`` setting.
+    """
+    existing = store.get_source(name)
+    if named or existing is None:
+        return
+    held = existing.settings.get("path") if existing.kind == folder.KIND else existing.root_url
+    if held in (None, root):
+        return
+    raise ConfigurationError(
+        f"the source {name!r} already holds {held}; give {root} a name of its own with --source"
+    )
+
+
+def _registering(
+    studies: Iterable[StudyMetadata | StudyFailure], register: Callable[[], object]
+) -> Iterator[StudyMetadata | StudyFailure]:
+    """The studies, the source registered just before the first one is handed on."""
+    registered = False
+    for study in studies:
+        if not registered:
+            register()
+            registered = True
+        yield study
 
 
 def _write_all(
@@ -102,7 +143,10 @@ def _write_all(
     *,
     keep_going: bool,
 ) -> None:
-    """Write each study; a failure (read, or refused by the store) stops, or is listed."""
+    """Write each study; a failure (read, or refused by the store) stops, or is listed.
+
+    The bar counts bytes or files as they are read; each study adds to its ``studies``.
+    """
     for number, item in enumerate(studies):
         failure = item if isinstance(item, StudyFailure) else None
         if isinstance(item, StudyMetadata):
@@ -113,7 +157,7 @@ def _write_all(
                 failure = StudyFailure(index=number, study_uid=uid and str(uid), error=err)
             else:
                 tally.add(studies=1, **counts)
-                bar.update(1, instances=counts["instances"])
+                bar.update(0, studies=1, instances=counts["instances"])
                 continue
         assert failure is not None
         if not keep_going:
@@ -123,5 +167,8 @@ def _write_all(
 
 
 def _failure(failure: StudyFailure) -> Failure:
-    unit = f"studies[{failure.index}] ({failure.study_uid or 'no StudyInstanceUID'})"
+    if failure.index < 0 or failure.study_uid:
+        unit = f"study {failure.study_uid or '(the rest of the file)'}"
+    else:
+        unit = f"studies[{failure.index}] (no StudyInstanceUID)"
     return Failure(unit=unit, study_uid=failure.study_uid, error=str(failure.error))

@@ -43,12 +43,15 @@ def enqueue_studies(
     query: Mapping[str, Any] | None = None,
     study_uids: Iterable[str] = (),
     max_attempts: int = 5,
+    not_found: list[str] | None = None,
 ) -> int:
     """Search the source and queue one job per study found; returns how many were queued.
 
     ``study_uids`` narrows the search to those studies (a UID list query);
     the study's search row rides in the job's params, so the worker stores
-    the study-level attributes without asking again.
+    the study-level attributes without asking again. Those the source does
+    not have are added to ``not_found``. A search that finds nothing is a
+    warning (a query a server cannot match usually finds nothing silently).
     """
     search = dict(query or {})
     uids = list(study_uids)
@@ -62,6 +65,10 @@ def enqueue_studies(
     missing = sorted(set(uids) - set(units))
     if missing:
         log.warning("%s: not found: %s", source.config.name, ", ".join(missing))
+        if not_found is not None:
+            not_found.extend(missing)
+    elif not units:
+        log.warning("%s: the search %s matched no study", source.config.name, search or "(all)")
     return JobQueue(store).enqueue(source.config.name, units.items(), max_attempts=max_attempts)
 
 
@@ -218,9 +225,11 @@ def ingest_source(
         MetaStore(url) as store,
         Progress(f"ingest {config.name}", unit="studies", display=progress) as shown,
     ):
+        new_source = store.get_source(config.name) is None
         store.register_source(
             config.name, config.kind, root_url=config.root, settings=dict(config.settings)
         )
+        not_found: list[str] = []
         pool = (
             WorkerPool(store.url, workers, source=config.name, secrets=secrets, lease=lease)
             if workers > 1
@@ -228,14 +237,24 @@ def ingest_source(
         )
         searched = Tally()
         try:
-            opened = open_source(config)
             try:
-                queued = enqueue_studies(
-                    store, opened, query=query, study_uids=study_uids, max_attempts=max_attempts
-                )
-                _take_search_report(opened, searched)
-            finally:
-                opened.close()
+                opened = open_source(config)
+                try:
+                    queued = enqueue_studies(
+                        store,
+                        opened,
+                        query=query,
+                        study_uids=study_uids,
+                        max_attempts=max_attempts,
+                        not_found=not_found,
+                    )
+                    _take_search_report(opened, searched)
+                finally:
+                    opened.close()
+            except BaseException:
+                if new_source:  # a failed ingest leaves no source behind
+                    store.delete_source(config.name)
+                raise
             shown.set_total(queued)
             if pool is None:
                 done = drain(
@@ -250,6 +269,10 @@ def ingest_source(
         counts = JobQueue(store).counts(config.name)
     tally = searched
     tally.merge(done)
+    tally.failures.extend(
+        Failure(unit=f"study {uid}", study_uid=uid, error=f"not found in {config.name}")
+        for uid in not_found
+    )
     summary = tally.summary(
         config.name,
         time.monotonic() - started,

@@ -88,14 +88,17 @@ class IngestSummary:
     queued: int | None = None
     job_states: Mapping[str, int] = field(default_factory=dict)
     failures: Failures = field(default_factory=Failures)
+    #: Files left out that are not DICOM instances (path, reason): not a failure.
     skipped_files: tuple[tuple[str, str], ...] = ()
+    #: DICOM files that could not be read (path, reason): a failure.
+    unreadable_files: tuple[tuple[str, str], ...] = ()
     #: Deviations from the DICOM JSON model normalized while reading, a count per kind.
     quirks: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        """True when every study (and every file) was ingested."""
-        return not self.failures and not self.skipped_files
+        """True when every study and every DICOM file was ingested."""
+        return not self.failures and not self.unreadable_files
 
     @property
     def errors(self) -> tuple[str, ...]:
@@ -118,6 +121,8 @@ class IngestSummary:
             text += f"; {self.jobs} jobs, {self.retries} retries, {int(self.failures)} failed"
         elif self.failures:
             text += f"; {int(self.failures)} studies failed"
+        if self.unreadable_files:
+            text += f"; {len(self.unreadable_files)} unreadable files"
         if self.skipped_files:
             text += f"; {len(self.skipped_files)} files skipped"
         if self.quirks:
@@ -132,6 +137,7 @@ class Tally:
         self.counts = dict.fromkeys(COUNTS, 0)
         self.failures: list[Failure] = []
         self.skipped_files: list[tuple[str, str]] = []
+        self.unreadable_files: list[tuple[str, str]] = []
         self.quirks = Quirks()
 
     def add(self, **counts: int) -> None:
@@ -143,6 +149,7 @@ class Tally:
         self.add(**{key: getattr(summary, key) for key in COUNTS})
         self.failures.extend(summary.failures)
         self.skipped_files.extend(summary.skipped_files)
+        self.unreadable_files.extend(summary.unreadable_files)
         self.quirks.update(Quirks(summary.quirks))
 
     def summary(
@@ -163,6 +170,7 @@ class Tally:
             job_states=dict(job_states or {}),
             failures=Failures(self.failures),
             skipped_files=tuple(self.skipped_files),
+            unreadable_files=tuple(self.unreadable_files),
             quirks=self.quirks.as_dict(),
             jobs=c["jobs"],
             studies=c["studies"],

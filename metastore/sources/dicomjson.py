@@ -17,6 +17,7 @@ from typing import Any
 from metastore.errors import ConfigurationError, MetastoreError
 from metastore.imageids import instance_image_ids
 from metastore.launchfile import LaunchStudy, StudyFailure, read_studies
+from metastore.progress import Progress
 from metastore.sources import SourceConfig, StudyMetadata
 from metastore.sources.stream import display_name, open_bytes
 
@@ -38,8 +39,8 @@ class DicomJsonSource:
         self._study: LaunchStudy | None = None
         self._series: dict[str, list[dict[str, Any]]] = {}
 
-    def _studies(self) -> Iterator[LaunchStudy | StudyFailure]:
-        with open_bytes(self._root, headers=self.config.headers) as stream:
+    def _studies(self, progress: Progress | None = None) -> Iterator[LaunchStudy | StudyFailure]:
+        with open_bytes(self._root, headers=self.config.headers, progress=progress) as stream:
             yield from read_studies(stream, name=display_name(self._root))
 
     @property
@@ -47,13 +48,13 @@ class DicomJsonSource:
         """The file or URL as it may be shown and stored (no query string, no user info)."""
         return display_name(self._root)
 
-    def studies(self) -> Iterator[StudyMetadata | StudyFailure]:
+    def studies(self, progress: Progress | None = None) -> Iterator[StudyMetadata | StudyFailure]:
         """Every study of the file in one pass, each once it has been read and checked.
 
         A study's spool is dropped when the next one is asked for, so write
-        each before moving on.
+        each before moving on. ``progress`` counts the file's bytes as they are read.
         """
-        for item in self._studies():
+        for item in self._studies(progress):
             if isinstance(item, StudyFailure):
                 yield item
                 continue

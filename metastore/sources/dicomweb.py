@@ -34,6 +34,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -104,7 +105,9 @@ class DicomWebSource:
     def __init__(
         self, config: SourceConfig, *, transport: httpx.BaseTransport | None = None
     ) -> None:
-        if not config.root or urlsplit(config.root).scheme not in ("http", "https"):
+        scheme = urlsplit(config.root or "").scheme
+        # file:// only for a tree on disk, which brings its own transport.
+        if not config.root or scheme not in ("http", "https", "file" if transport else ""):
             raise ConfigurationError(
                 f"source {config.name!r}: the root must be an http(s) URL, not {config.root!r}",
                 source=config.name,
@@ -321,7 +324,7 @@ class DicomWebSource:
             raise SourceError(f"source {self.config.name!r} is closed", source=self.config.name)
         self.requests += 1
         try:
-            response = self._client.get(url, params=params)
+            response = self._client.get(url + query_string(params))
             body = response.content
         except httpx.TimeoutException as exc:
             raise SourceUnavailable(
@@ -394,6 +397,27 @@ def _item_path(index: int, err: InvalidMetadata) -> str:
     """The JSON path of a problem inside item ``index`` of a response array."""
     inner = err.context.get("path")
     return f"[{index}]" if inner in (None, "$") else f"[{index}].{inner}"
+
+
+# Query characters sent as they are: printable ASCII but for what a browser
+# encodes in a query (space " # < > ', WHATWG URL "query percent-encode set")
+# and the separators & = + and % itself. Servers that do not decode query
+# values (Orthanc 1.10 matches "%2A" literally) then see `*`, `?`, `^` and
+# `,` as OHIF in a browser sends them.
+_QUERY_SAFE = "".join(
+    c for c in map(chr, range(0x21, 0x7F)) if c.isalnum() is False and c not in "\"#<>'&=+%"
+)
+
+
+def query_string(params: Mapping[str, Any] | None) -> str:
+    """``?key=value&...`` with only what must be percent-encoded encoded (see ``_QUERY_SAFE``)."""
+    if not params:
+        return ""
+    pairs = (
+        f"{quote(str(key), safe=_QUERY_SAFE)}={quote(str(value), safe=_QUERY_SAFE)}"
+        for key, value in params.items()
+    )
+    return "?" + "&".join(pairs)
 
 
 def _param(value: Any) -> str:
@@ -476,8 +500,10 @@ def dicomweb_config(
     logged holds none. The name defaults to the root's host and port.
     """
     clean, from_url = split_credentials(root.rstrip("/"))
+    if static and not urlsplit(clean).scheme and Path(clean).is_dir():
+        clean = Path(clean).absolute().as_uri()  # a static tree on disk
     return SourceConfig(
-        name=name or urlsplit(clean).netloc or clean,
+        name=name or urlsplit(clean).netloc or clean.rstrip("/").rsplit("/", 1)[-1],
         kind="static_wado" if static else "dicomweb",
         root=clean,
         settings={key: value for key, value in (settings or {}).items() if value is not None},

@@ -1,44 +1,47 @@
-"""A folder of DICOM files as a source: its studies, read one series at a time.
+"""A folder of DICOM files as a source: every file read once, in parallel.
 
-Files are read with pydicom without their pixel data
-(``stop_before_pixels``) and converted through the DICOM JSON model
-(PS3.18 F.2) to naturalized metadata. A folder is read in two passes: a scan
-that reads only the UIDs of every file, grouping the files by study and
-series, then one series at a time in full; memory holds one series.
+Each file is read once with pydicom, header only (``stop_before_pixels``,
+large values never read) and converted directly to naturalized metadata
+(:mod:`metastore.dicomfile`). :func:`read_folder` reads the files with
+``workers`` processes (parsing is CPU-bound), in path order, and groups
+them by study: a study is handed on once no file of it has come for a
+while (folders usually hold a study together) or when too many instances
+are waiting, so memory holds a few studies, not the folder. A study whose
+files are scattered is handed on in parts, which the index merges.
 
 Each instance's ``url`` (its imageId, as in OHIF's DICOM JSON data source)
 is ``dicomweb:`` + the URL root + the file's path relative to the folder
-(``file://`` + the folder when no root is given). Binary values over 1 KiB
-(an encapsulated PDF, waveform samples, LUT data) are not copied inline:
-they become ``{"BulkDataURI": <the file's URL>}``, the object that holds them.
+(``file://`` + the absolute folder when no root is given). Binary values
+over 768 bytes (an encapsulated PDF, waveform samples, LUT data) are not
+copied inline: they become ``{"BulkDataURI": <the file's URL>}``.
 
-A file that pydicom cannot read, or that is not a composite instance (no
-SOPInstanceUID, such as a DICOMDIR), is reported and skipped; it never stops
-the rest. Unlike OHIF's ``dicom-json-generator.js``, which stops at the
+A file that is not DICOM (no DICOM header and nothing pydicom can read as
+an instance; a DICOMDIR, which is not an instance) is skipped and listed;
+a DICOM file that cannot be read is listed as unreadable. Neither stops
+the rest, unlike OHIF's ``dicom-json-generator.js``, which stops at the
 first unreadable file.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import orjson
 import pydicom
 from pydicom.errors import InvalidDicomError
 
 from metastore import records
-from metastore.dicom import naturalize
+from metastore.dicomfile import FileRead, read_file
 from metastore.errors import ConfigurationError, InvalidMetadata, MetastoreError
 from metastore.imageids import instance_image_ids
-from metastore.launchfile import StudyFailure
-from metastore.progress import Progress, Reporting
+from metastore.progress import Counter, Progress, Reporting
 from metastore.quirks import Quirks
 from metastore.sources import ReadReport, SourceConfig, StudyMetadata
 
@@ -46,46 +49,160 @@ log = logging.getLogger(__name__)
 
 KIND = "folder"
 _UID_TAGS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-_BULK_THRESHOLD = 1024
 _SKIP_NAMES = frozenset({".DS_Store", "Thumbs.db"})
+#: Files handed to a worker process at a time.
+_CHUNK = 16
+#: A study is handed on when this many files have come since its last one...
+_IDLE_FILES = 512
+#: ... or when more instances than this are waiting.
+_MAX_WAITING = 20_000
+
+
+def default_workers() -> int:
+    """The number of cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(kw_only=True)
-class FolderIndex:
-    """The files of a folder, grouped by study and series (file order: by path)."""
+class FolderFiles:
+    """The files under a folder (by path), how their urls are made, and what was left out."""
 
     root: Path
     url_root: str
-    studies: dict[str, dict[str, list[Path]]] = field(default_factory=dict)
+    paths: list[Path]
+    #: Files that are not DICOM instances (path relative to root, reason): not a failure.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: DICOM files that could not be read (path relative to root, reason): a failure.
     unreadable: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def file_count(self) -> int:
-        return sum(
-            len(files) for by_series in self.studies.values() for files in by_series.values()
-        )
 
     def url(self, path: Path) -> str:
         """The instance url (imageId) of a file: ``dicomweb:`` + root + relative path."""
-        relative = path.relative_to(self.root).as_posix()
-        return f"dicomweb:{self.url_root}/{quote(relative)}"
+        return f"dicomweb:{self.url_root}/{quote(self.shown(path))}"
+
+    def shown(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
 
 
-def _default_url_root(root: Path) -> str:
-    return root.resolve().as_uri()
+def list_folder(root: str | Path, *, url_root: str | None = None) -> FolderFiles:
+    """Every file under ``root`` (recursively, by path); raises if it is not a folder."""
+    base = Path(root).resolve()
+    if not base.is_dir():
+        raise ConfigurationError(f"not a folder: {Path(root)}")
+    paths = sorted(
+        Path(directory) / name
+        for directory, _dirs, names in os.walk(base)
+        for name in names
+        if name not in _SKIP_NAMES
+    )
+    return FolderFiles(root=base, url_root=(url_root or base.as_uri()).rstrip("/"), paths=paths)
 
 
-def _read(path: Path, **kwargs: Any) -> pydicom.Dataset:
-    """pydicom's reading of one file, its warnings logged (not raised)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True, **kwargs)
-    for warning in caught:
-        log.debug("%s: %s", path, warning.message)
-    return dataset
+def _read_chunk(chunk: Sequence[tuple[str, str]]) -> list[FileRead]:
+    """Read a few files (in a worker process)."""
+    return [read_file(path, url) for path, url in chunk]
 
 
-def _uids(dataset: pydicom.Dataset) -> tuple[str, str, str]:
+def read_files(
+    files: FolderFiles, *, workers: int | None = None
+) -> Iterator[tuple[Path, FileRead]]:
+    """Each file with what reading it gave, in path order; ``workers`` processes read."""
+    jobs = [(str(path), files.url(path)) for path in files.paths]
+    count = workers or default_workers()
+    if count <= 1 or len(jobs) <= _CHUNK:
+        for path, (_name, url) in zip(files.paths, jobs, strict=True):
+            yield path, read_file(path, url)
+        return
+    chunks = [jobs[i : i + _CHUNK] for i in range(0, len(jobs), _CHUNK)]
+    # forkserver: workers start from a clean process, not a copy of one
+    # holding database connections and threads.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["metastore.dicomfile"])
+    paths = iter(files.paths)
+    with context.Pool(min(count, len(chunks))) as pool:
+        for results in pool.imap(_read_chunk, chunks):
+            for result in results:
+                yield next(paths), result
+
+
+def read_folder(
+    files: FolderFiles,
+    *,
+    workers: int | None = None,
+    progress: Counter | None = None,
+    quirks: Quirks | None = None,
+) -> Iterator[StudyMetadata]:
+    """The studies of a folder, each once its files have been read (see the module doc).
+
+    ``progress`` counts files; what the files' values needed normalized is
+    counted into ``quirks``. Files that are not instances, unreadable files
+    and second copies of an instance are listed in ``files``.
+    """
+    waiting: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    last_file: dict[str, int] = {}
+    seen: dict[tuple[str, str, str], Path] = {}
+    count = 0
+    for number, (path, result) in enumerate(read_files(files, workers=workers)):
+        shown = files.shown(path)
+        for message in result.messages:
+            log.info("%s: %s", shown, message)
+        if progress is not None:
+            progress.update(1)
+        if quirks is not None and result.quirks:
+            quirks.update(Quirks(result.quirks))
+        if result.meta is None:
+            if result.error is not None:
+                log.info("unreadable %s: %s", shown, result.error)
+                files.unreadable.append((shown, result.error))
+            else:
+                log.info("skipped %s: %s", shown, result.not_dicom)
+                files.skipped.append((shown, result.not_dicom or "not DICOM"))
+            continue
+        meta = result.meta
+        uids = (
+            str(meta["StudyInstanceUID"]),
+            str(meta["SeriesInstanceUID"]),
+            str(meta["SOPInstanceUID"]),
+        )
+        if uids in seen:
+            reason = f"the same instance as {files.shown(seen[uids])}"
+            log.info("skipped %s: %s", shown, reason)
+            files.skipped.append((shown, reason))
+            continue
+        seen[uids] = path
+        study = waiting.pop(uids[0], None) or {}
+        waiting[uids[0]] = study  # the most recently fed study goes last
+        study.setdefault(uids[1], []).append(meta)
+        last_file[uids[0]] = number
+        count += 1
+        while waiting:
+            oldest = next(iter(waiting))
+            if number - last_file[oldest] < _IDLE_FILES and count <= _MAX_WAITING:
+                break
+            by_series = waiting.pop(oldest)
+            count -= sum(len(instances) for instances in by_series.values())
+            yield _study(by_series)
+    for by_series in waiting.values():
+        yield _study(by_series)
+
+
+def _study(by_series: dict[str, list[dict[str, Any]]]) -> StudyMetadata:
+    firsts = [instances[0] for instances in by_series.values()]
+    return StudyMetadata(
+        study=records.pick(firsts[0], records.STUDY_KEYS),
+        summaries=[records.pick(first, records.SERIES_KEYS) for first in firsts],
+        series=list(by_series.values()),
+    )
+
+
+def _read_uids(path: Path) -> tuple[str, str, str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = pydicom.dcmread(
+            path, stop_before_pixels=True, force=True, specific_tags=list(_UID_TAGS)
+        )
     found = []
     for keyword in _UID_TAGS:
         value = dataset.get(keyword)
@@ -95,27 +212,27 @@ def _uids(dataset: pydicom.Dataset) -> tuple[str, str, str]:
     return found[0], found[1], found[2]
 
 
+@dataclass(kw_only=True)
+class FolderIndex:
+    """The files of a folder grouped by study and series, for the job queue's ``FolderSource``."""
+
+    files: FolderFiles
+    studies: dict[str, dict[str, list[Path]]] = field(default_factory=dict)
+
+
 def scan_folder(
     root: str | Path, *, url_root: str | None = None, progress: Reporting = None
 ) -> FolderIndex:
     """Group every DICOM file under ``root`` by study and series (reading only UIDs)."""
-    base = Path(root)
-    if not base.is_dir():
-        raise ConfigurationError(f"not a folder: {base}")
-    index = FolderIndex(root=base, url_root=(url_root or _default_url_root(base)).rstrip("/"))
-    seen: dict[tuple[str, str, str], Path] = {}
-    paths = sorted(
-        Path(directory) / name
-        for directory, _dirs, names in os.walk(base)
-        for name in names
-        if name not in _SKIP_NAMES
-    )
-    with Progress(f"scan {base}", unit="files", total=len(paths), display=progress) as bar:
-        for path in paths:
+    files = list_folder(root, url_root=url_root)
+    index = FolderIndex(files=files)
+    with Progress(
+        f"scan {files.root}", unit="files", total=len(files.paths), display=progress
+    ) as bar:
+        for path in files.paths:
             bar.update(1)
-            shown = str(path.relative_to(base))
             try:
-                uids = _uids(_read(path, specific_tags=list(_UID_TAGS)))
+                uids = _read_uids(path)
             except (
                 InvalidDicomError,
                 InvalidMetadata,
@@ -124,92 +241,23 @@ def scan_folder(
                 TypeError,
                 EOFError,
             ) as err:
-                text = err.message if isinstance(err, InvalidMetadata) else str(err)
-                reason = text or type(err).__name__
-                log.warning("skipped %s: %s", shown, reason)
-                index.unreadable.append((shown, reason))
+                files.skipped.append((files.shown(path), str(err) or type(err).__name__))
                 continue
-            if uids in seen:
-                reason = f"the same instance as {seen[uids].relative_to(base)}"
-                log.warning("skipped %s: %s", shown, reason)
-                index.unreadable.append((shown, reason))
-                continue
-            seen[uids] = path
             index.studies.setdefault(uids[0], {}).setdefault(uids[1], []).append(path)
     return index
 
 
-def read_instance(path: Path, url: str, quirks: Quirks | None = None) -> dict[str, Any]:
-    """One file's naturalized metadata (no pixel data) with ``url`` and ``imageId``.
-
-    What pydicom's JSON needed normalized is counted into ``quirks``.
-    Raises ``MetastoreError`` (``file`` set) when the file cannot be read.
-    """
-    bulk_uri = url.removeprefix("dicomweb:")
-    try:
-        dataset = _read(path)
-        _uids(dataset)
-        with warnings.catch_warnings(record=True):
-            warnings.simplefilter("always")
-            document = dataset.to_json_dict(
-                bulk_data_threshold=_BULK_THRESHOLD,
-                bulk_data_element_handler=lambda _element: bulk_uri,
-                suppress_invalid_tags=True,
-            )
-        # pydicom hands some VRs over as its VR enum (a str subclass); one
-        # pass through orjson gives plain JSON types, as a server would send.
-        meta = naturalize(orjson.loads(orjson.dumps(document)), quirks)
-    except (InvalidDicomError, OSError, ValueError, TypeError, EOFError) as err:
-        raise MetastoreError(f"cannot read {path}: {err}", file=str(path)) from err
-    except InvalidMetadata as err:
-        raise InvalidMetadata(str(err), file=str(path)) from err
-    meta["url"] = url
-    meta["imageId"] = url
-    return meta
-
-
-def iter_series(
-    index: FolderIndex, study_uid: str, quirks: Quirks | None = None
-) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """(SeriesInstanceUID, instances) of a study, one series read at a time."""
-    for series_uid, paths in index.studies[study_uid].items():
-        instances = []
-        for path in paths:
-            try:
-                instances.append(read_instance(path, index.url(path), quirks))
-            except MetastoreError as err:
-                shown = str(path.relative_to(index.root))
-                log.warning("skipped %s: %s", shown, err)
-                index.unreadable.append((shown, str(err)))
-        if instances:
-            yield series_uid, instances
-
-
-def folder_studies(
-    index: FolderIndex, quirks: Quirks | None = None
-) -> Iterator[StudyMetadata | StudyFailure]:
-    """Each study of the folder: its row and series summaries from each series' first file,
-    then each series read in full as it is iterated (its normalizations counted into ``quirks``).
-
-    A study whose first files hold metadata that cannot be read is a ``StudyFailure``.
-    """
-    for number, (study_uid, by_series) in enumerate(index.studies.items()):
-        try:
-            first = {s: read_instance(p[0], index.url(p[0])) for s, p in by_series.items()}
-        except InvalidMetadata as err:
-            yield StudyFailure(index=number, study_uid=study_uid, error=err)
-            continue
-        yield StudyMetadata(
-            study=records.pick(next(iter(first.values())), records.STUDY_KEYS),
-            summaries=[records.pick(meta, records.SERIES_KEYS) for meta in first.values()],
-            series=(instances for _uid, instances in iter_series(index, study_uid, quirks)),
-        )
-
-
-def series_by_study(index: FolderIndex) -> Iterator[Iterator[list[dict[str, Any]]]]:
-    """Each study of the folder as its series' instances, one series read at a time."""
-    for study_uid in index.studies:
-        yield (instances for _uid, instances in iter_series(index, study_uid))
+def read_instance(
+    files: FolderFiles, path: Path, report: ReadReport | None = None
+) -> dict[str, Any]:
+    """One file's naturalized metadata with ``url`` and ``imageId``; raises naming the file."""
+    result = read_file(path, files.url(path))
+    if report is not None and result.quirks:
+        report.quirks.update(Quirks(result.quirks))
+    if result.meta is None:
+        reason = result.error or result.not_dicom
+        raise MetastoreError(f"cannot read {path}: {reason}", file=str(path))
+    return result.meta
 
 
 class FolderSource:
@@ -227,7 +275,7 @@ class FolderSource:
         self.config = config
         self._root = Path(config.root)
         self._index: FolderIndex | None = None
-        #: What pydicom's JSON needed normalized (see ReadReport).
+        #: What the files' values needed normalized (see ReadReport).
         self.report = ReadReport()
 
     @property
@@ -242,7 +290,7 @@ class FolderSource:
         wanted = dict(query or {})
         for study_uid, by_series in self.index.studies.items():
             first = next(iter(by_series.values()))[0]
-            row = records.pick(read_instance(first, self.index.url(first)), records.STUDY_KEYS)
+            row = records.pick(read_instance(self.index.files, first), records.STUDY_KEYS)
             row["NumberOfStudyRelatedSeries"] = len(by_series)
             row["NumberOfStudyRelatedInstances"] = sum(len(p) for p in by_series.values())
             if row.get("StudyInstanceUID") == study_uid and all(
@@ -254,7 +302,7 @@ class FolderSource:
         """Series-level rows of a study, from each series' first file."""
         rows = []
         for paths in self._study(study_uid).values():
-            meta = read_instance(paths[0], self.index.url(paths[0]))
+            meta = read_instance(self.index.files, paths[0])
             row = records.pick(meta, records.SERIES_KEYS)
             row["NumberOfSeriesRelatedInstances"] = len(paths)
             rows.append(row)
@@ -265,7 +313,7 @@ class FolderSource:
         paths = self._study(study_uid).get(series_uid)
         if paths is None:
             raise MetastoreError(f"series {series_uid} is not in study {study_uid} of {self._root}")
-        return [read_instance(path, self.index.url(path), self.report.quirks) for path in paths]
+        return [read_instance(self.index.files, path, self.report) for path in paths]
 
     def _study(self, study_uid: str) -> dict[str, list[Path]]:
         found = self.index.studies.get(study_uid)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import os
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,10 +23,12 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from metastore.errors import SourceError
+from metastore.progress import Counter, Progress
 
 log = logging.getLogger(__name__)
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
 _TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _CHUNK = 1 << 16
 
@@ -63,6 +67,27 @@ def stem(location: str) -> str:
     return name or "dicomjson"
 
 
+class _Counted(io.RawIOBase):
+    """A raw file whose reads are counted (bytes) on a progress counter."""
+
+    def __init__(self, raw: io.RawIOBase, progress: Counter) -> None:
+        self._raw = raw
+        self._progress = progress
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        size = self._raw.readinto(buffer) or 0
+        if size:
+            self._progress.update(size)
+        return size
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 class _ChunkReader(io.RawIOBase):
     """A read-only binary file over an iterator of byte chunks."""
 
@@ -86,27 +111,44 @@ class _ChunkReader(io.RawIOBase):
 
 
 def _maybe_gunzip(buffered: io.BufferedReader[Any]) -> IO[bytes]:
+    """The stream, decompressed if it is gzip, past a UTF-8 byte order mark if it has one."""
+    stream: Any = buffered
     if buffered.peek(2)[:2] == _GZIP_MAGIC:
-        return cast(IO[bytes], gzip.GzipFile(fileobj=buffered, mode="rb"))
-    return cast(IO[bytes], buffered)
+        stream = io.BufferedReader(gzip.GzipFile(fileobj=buffered, mode="rb"), _CHUNK)
+    try:
+        if stream.peek(3)[:3] == _BOM:  # Windows editors write one; JSON parsers refuse it
+            stream.read(3)
+    except (EOFError, OSError, zlib.error):
+        pass  # broken gzip: the reader meets it again and says where
+    return cast(IO[bytes], stream)
 
 
 @contextmanager
 def open_bytes(
-    location: str, *, headers: Mapping[str, str] | None = None, timeout: float | None = None
+    location: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[IO[bytes]]:
     """A binary stream over the file or URL, decompressed if it is gzip.
 
     Raises ``SourceError`` when the file cannot be opened or the server
     refuses or fails; the message names the path or the redacted URL.
     A URL's own query string (``?key=a%26b``) is sent exactly as given.
+    ``progress`` counts the bytes read (as stored: compressed for gzip),
+    its total the file's size (a URL's Content-Length, when sent).
     """
     if is_url(location):
-        with _open_url(location, headers or {}, timeout) as stream:
+        with _open_url(location, headers or {}, timeout, progress) as stream:
             yield stream
         return
     try:
-        raw = io.BufferedReader(io.FileIO(location, "rb"), _CHUNK)
+        file: io.RawIOBase = io.FileIO(location, "rb")
+        if progress is not None:
+            progress.set_total(os.fstat(file.fileno()).st_size)
+            file = _Counted(file, progress)
+        raw = io.BufferedReader(file, _CHUNK)
     except OSError as err:
         raise SourceError(f"cannot open {location}: {err.strerror or err}", file=location) from err
     try:
@@ -117,7 +159,7 @@ def open_bytes(
 
 @contextmanager
 def _open_url(
-    location: str, headers: Mapping[str, str], timeout: float | None
+    location: str, headers: Mapping[str, str], timeout: float | None, progress: Progress | None
 ) -> Iterator[IO[bytes]]:
     shown = redact_url(location)
     limits = _TIMEOUT if timeout is None else httpx.Timeout(timeout)
@@ -133,15 +175,22 @@ def _open_url(
                         status=response.status_code,
                     )
                 log.info("reading %s", shown)
-                chunks = _ChunkReader(_translated(response.iter_bytes(_CHUNK), shown))
+                length = response.headers.get("Content-Length", "")
+                encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+                if progress is not None and length.isdigit() and not encoded:
+                    progress.set_total(int(length))
+                chunks = _ChunkReader(_translated(response.iter_bytes(_CHUNK), shown, progress))
                 yield _maybe_gunzip(io.BufferedReader(chunks, _CHUNK))
         except httpx.HTTPError as err:
             raise SourceError(f"GET {shown} failed: {err}", file=shown) from err
 
 
-def _translated(chunks: Iterator[bytes], shown: str) -> Iterator[bytes]:
-    """The body's chunks; a transport failure mid-body becomes ``SourceError``."""
+def _translated(chunks: Iterator[bytes], shown: str, progress: Counter | None) -> Iterator[bytes]:
+    """The body's chunks (counted); a transport failure mid-body becomes ``SourceError``."""
     try:
-        yield from chunks
+        for chunk in chunks:
+            if progress is not None:
+                progress.update(len(chunk))
+            yield chunk
     except httpx.HTTPError as err:
         raise SourceError(f"reading {shown} failed: {err}", file=shown) from err
