@@ -113,10 +113,10 @@ def _inspect(connection: Connection, *, repair: bool) -> tuple[list[Finding], li
         if repair and found and step is _orphans:
             # The deleted rows were counted: the counts are recomputed without them.
             _counts(connection)[1]()
-    found, fix, notes = _feed(connection)
+    found, advance, notes = _feed(connection)
     findings += found
-    if repair and fix is not None:
-        fix()
+    if repair and advance is not None:
+        advance()
     return findings, notes
 
 
