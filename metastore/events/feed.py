@@ -15,7 +15,15 @@ from metastore import db
 from metastore.errors import ConfigurationError, ConsumerError
 from metastore.events.consumer import Consumer
 from metastore.events.wakeup import wakeup_for
-from metastore.outbox import EventType, Handler, as_utc, head, parse_types, read_batch
+from metastore.outbox import (
+    EventType,
+    Handler,
+    as_utc,
+    head,
+    parse_types,
+    read_batch,
+    sequence_number,
+)
 from metastore.progress import Progress, Reporting
 from metastore.schema import consumers, outbox
 from metastore.store import MetaStore
@@ -99,7 +107,7 @@ def tail(
                 if not more:
                     return total
     types = parse_types(events)
-    position, total = after, 0
+    position, total = sequence_number(after, "after"), 0
     wakeup = wakeup_for(store.engine) if follow else None
     try:
         while not (stop is not None and stop.is_set()):

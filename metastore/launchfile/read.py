@@ -70,6 +70,12 @@ _STUDY = "studies.item"
 _SERIES = "studies.item.series.item"
 # Levels holding the launch structure: root, studies, a study, its series, a series.
 _STRUCTURE_DEPTH = 5
+# The deepest a container may open: an instance's metadata object sits at
+# level 8 (root, studies, study, series list, series, instances, instance,
+# metadata), and a value inside it may nest ``records.MAX_NESTING`` deep.
+_DEEPEST = 8 + records.MAX_NESTING
+# Steps of a JSON path shown in an error before it is cut short.
+_PATH_PARTS = 16
 # The structural prefix of a value, from its parent's (and its key, in an object).
 _CHILD_ROLES: dict[str, tuple[str | None, str]] = {
     "": ("studies", "studies"),
@@ -228,6 +234,9 @@ def read_studies(stream: IO[bytes], *, name: str) -> Iterator[LaunchStudy | Stud
             yield from reader.run(ijson.basic_parse(stream, use_float=True))
     except ijson.JSONError as err:
         raise _fail(f"not valid JSON: {_first_line(err)}", reader.path(), name) from err
+    except UnicodeDecodeError as err:
+        bad = err.object[err.start : err.end].hex(" ")
+        raise _fail(f"not valid UTF-8 (bytes {bad}: {err.reason})", reader.path(), name) from err
     except (EOFError, zlib.error, OSError) as err:
         raise _fail(
             f"the file is truncated or corrupt: {_first_line(err)}", reader.path(), name
@@ -252,6 +261,26 @@ def _fewer_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*saved)
+
+
+def _json_path(stack: list[Any], key: Any, structure: dict[int, int]) -> str:
+    """The JSON path of the value about to go into ``stack[-1]`` (under ``key`` in an object).
+
+    ``structure`` gives the index of the item being read in the structural
+    lists (studies, a study's series), whose finished items are dropped as
+    they are read.
+    """
+    parts: list[str] = []
+    for level, parent in enumerate(stack):
+        if type(parent) is list:
+            parts.append(f"[{structure.get(level, len(parent) - 1)}]")
+        elif parent:
+            parts.append(f".{next(reversed(parent))}")
+    # The last parent's entry is the new value itself, not yet added.
+    top = stack[-1]
+    parts[-1:] = [f"[{len(top)}]" if type(top) is list else f".{key}"]
+    shown = parts[:_PATH_PARTS] + (["..."] if len(parts) > _PATH_PARTS else [])
+    return "".join(shown).lstrip(".")
 
 
 def _first_line(err: BaseException) -> str:
@@ -317,6 +346,12 @@ class _Reader:
                         yield self._end_study(done)
                 continue
             opens = event == "start_map" or event == "start_array"
+            if opens and depth >= _DEEPEST and self.study_error is None:
+                self.study_error = _fail(
+                    f"a value nests more than {records.MAX_NESTING} levels deep",
+                    _json_path(stack, key, self._structure(roles)),
+                    self.name,
+                )
             item: Any = ({} if event == "start_map" else []) if opens else value
             role = None
             if depth <= _STRUCTURE_DEPTH:
@@ -346,6 +381,13 @@ class _Reader:
                     self.prefix = role
         if root is None or "studies" not in root:
             raise _fail("a launch file is an object with a studies array", "studies", self.name)
+
+    def _structure(self, roles: list[str | None]) -> dict[int, int]:
+        """Stack level -> index of the item being read, for the structural lists."""
+        found = {1: self.study_index}
+        if len(roles) > 3 and roles[3] == "studies.item.series":
+            found[3] = self.series_index
+        return found
 
     def _shaped(self, parent: str | None, key: Any, event: str) -> str | None:
         """The structural prefix of a value in ``parent``; raises if it has the wrong shape."""
