@@ -31,6 +31,7 @@ QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED)
 _CHUNK = 1000  # rows per multi-row insert, far below either bind-parameter limit
 _ERROR_MAX = 4000
+_KEEP = object()  # _finish: leave failed_parts as they are
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +49,8 @@ class Job:
     lease_owner: str | None
     lease_expires_at: datetime | None
     last_error: str | None
+    #: What its last run could not read (series, instance, error), retried alone next time.
+    failed_parts: list[dict[str, Any]] | None
     created_at: datetime
     updated_at: datetime
 
@@ -88,7 +91,9 @@ class JobQueue:
         """Queue (unit, params) jobs for a registered source; returns how many were queued.
 
         A unit already queued, done or failed is queued afresh (a re-run brings
-        the index up to date); one that a live worker holds is left alone.
+        the index up to date; a unit whose last run could not read some parts
+        keeps them, and its next run retries only those); one that a live
+        worker holds is left alone.
         """
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
@@ -190,8 +195,18 @@ class JobQueue:
         return found is not None
 
     def complete(self, job: Job, owner: str) -> bool:
-        """Mark the job done; False when another worker has taken it meanwhile."""
-        return self._finish(job, owner, state=DONE, error=None, delay=0.0)
+        """Mark the job done (nothing left to retry); False when another worker has taken it."""
+        return self._finish(job, owner, state=DONE, error=None, delay=0.0, parts=None)
+
+    def complete_partly(
+        self, job: Job, owner: str, parts: list[dict[str, Any]], error: str
+    ) -> bool:
+        """Mark the job failed with the parts it could not read; a re-run retries only those.
+
+        The rest of the unit is stored: ``parts`` lists each unreadable
+        series or instance (``{"series", "instance", "error"}``).
+        """
+        return self._finish(job, owner, state=FAILED, error=error, delay=0.0, parts=parts)
 
     def retry_later(self, job: Job, owner: str, error: str, *, delay: float) -> bool:
         """Queue the job again in ``delay`` seconds, keeping the error."""
@@ -201,7 +216,16 @@ class JobQueue:
         """Mark the job failed for good, keeping the error."""
         return self._finish(job, owner, state=FAILED, error=error, delay=0.0)
 
-    def _finish(self, job: Job, owner: str, *, state: str, error: str | None, delay: float) -> bool:
+    def _finish(
+        self,
+        job: Job,
+        owner: str,
+        *,
+        state: str,
+        error: str | None,
+        delay: float,
+        parts: Any = _KEEP,
+    ) -> bool:
         with db.writing(self.store.engine, "finishing an ingest job") as connection:
             values: dict[str, Any] = {
                 "state": state,
@@ -209,6 +233,9 @@ class JobQueue:
                 "last_error": None if error is None else error[:_ERROR_MAX],
                 "updated_at": sa.func.now(),
             }
+            if parts is not _KEEP:
+                # SQL NULL, not JSON null, when nothing is left to retry
+                values["failed_parts"] = sa.null() if parts is None else parts
             if state == QUEUED:
                 values["next_try_at"] = db.later(connection, delay)
                 values["lease_owner"] = None
