@@ -24,6 +24,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,6 @@ from urllib.parse import quote
 
 import orjson
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 from metastore import records
 from metastore.dicom import naturalize
@@ -75,6 +75,24 @@ def _default_url_root(root: Path) -> str:
     return root.resolve().as_uri()
 
 
+@contextmanager
+def _pydicom_errors(path: Path) -> Iterator[None]:
+    """Translate whatever pydicom raises on a damaged file into ``MetastoreError``.
+
+    pydicom fails in any of its layers on damaged input (InvalidDicomError,
+    NotImplementedError for an unknown VR, BytesLengthException, struct.error,
+    KeyError, OverflowError...; found by fuzzing), so this boundary takes
+    every exception that is not ours.
+    """
+    try:
+        yield
+    except MetastoreError:
+        raise
+    except Exception as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MetastoreError(f"cannot read {path}: {detail}", file=str(path)) from err
+
+
 def _read(path: Path, **kwargs: Any) -> pydicom.Dataset:
     """pydicom's reading of one file, its warnings logged (not raised)."""
     with warnings.catch_warnings(record=True) as caught:
@@ -115,17 +133,10 @@ def scan_folder(
             bar.update(1)
             shown = str(path.relative_to(base))
             try:
-                uids = _uids(_read(path, specific_tags=list(_UID_TAGS)))
-            except (
-                InvalidDicomError,
-                InvalidMetadata,
-                OSError,
-                ValueError,
-                TypeError,
-                EOFError,
-            ) as err:
-                text = err.message if isinstance(err, InvalidMetadata) else str(err)
-                reason = text or type(err).__name__
+                with _pydicom_errors(path):
+                    uids = _uids(_read(path, specific_tags=list(_UID_TAGS)))
+            except MetastoreError as err:
+                reason = err.message
                 log.warning("skipped %s: %s", shown, reason)
                 index.unreadable.append((shown, reason))
                 continue
@@ -147,20 +158,20 @@ def read_instance(path: Path, url: str, quirks: Quirks | None = None) -> dict[st
     """
     bulk_uri = url.removeprefix("dicomweb:")
     try:
-        dataset = _read(path)
-        _uids(dataset)
-        with warnings.catch_warnings(record=True):
-            warnings.simplefilter("always")
-            document = dataset.to_json_dict(
-                bulk_data_threshold=_BULK_THRESHOLD,
-                bulk_data_element_handler=lambda _element: bulk_uri,
-                suppress_invalid_tags=True,
-            )
-        # pydicom hands some VRs over as its VR enum (a str subclass); one
-        # pass through orjson gives plain JSON types, as a server would send.
-        meta = naturalize(orjson.loads(orjson.dumps(document)), quirks)
-    except (InvalidDicomError, OSError, ValueError, TypeError, EOFError) as err:
-        raise MetastoreError(f"cannot read {path}: {err}", file=str(path)) from err
+        with _pydicom_errors(path):
+            dataset = _read(path)
+            _uids(dataset)
+            with warnings.catch_warnings(record=True):
+                warnings.simplefilter("always")
+                document = dataset.to_json_dict(
+                    bulk_data_threshold=_BULK_THRESHOLD,
+                    bulk_data_element_handler=lambda _element: bulk_uri,
+                    suppress_invalid_tags=True,
+                )
+            # pydicom hands some VRs over as its VR enum (a str subclass); one
+            # pass through orjson gives plain JSON types, as a server would send.
+            document = orjson.loads(orjson.dumps(document))
+        meta = naturalize(document, quirks)
     except InvalidMetadata as err:
         raise InvalidMetadata(str(err), file=str(path)) from err
     meta["url"] = url
