@@ -151,7 +151,7 @@ def test_the_unmutated_file_reads_whole() -> None:
 
 
 DICOM_FILES = [
-    Path(get_testdata_file(name)) for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm")
+    Path(str(get_testdata_file(name))) for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm")
 ]
 
 
