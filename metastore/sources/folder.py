@@ -129,9 +129,16 @@ def scan_folder(
         if name not in _SKIP_NAMES
     )
     with Progress(f"scan {base}", unit="files", total=len(paths), display=progress) as bar:
+        inside = base.resolve()
         for path in paths:
             bar.update(1)
             shown = str(path.relative_to(base))
+            if not path.resolve().is_relative_to(inside):
+                # A symlink out of the folder: the folder is the boundary of what is read.
+                reason = "a symlink to outside the folder; not read"
+                log.warning("skipped %s: %s", shown, reason)
+                index.unreadable.append((shown, reason))
+                continue
             try:
                 with _pydicom_errors(path):
                     uids = _uids(_read(path, specific_tags=list(_UID_TAGS)))
