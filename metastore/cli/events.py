@@ -38,6 +38,7 @@ def _events_tail(args: argparse.Namespace) -> int:
             follow=args.follow,
             stop=stop,
             poll_interval=args.poll_interval,
+            lease_seconds=args.lease,
         )
     return 0
 
@@ -63,6 +64,7 @@ def _relay_webhook(args: argparse.Namespace) -> int:
             poll_interval=args.poll_interval,
             max_retry_delay=args.max_retry_delay,
             start=args.start,
+            lease_seconds=args.lease,
         )
     print(f"delivered {delivered} events", file=sys.stderr)
     return 0
@@ -83,6 +85,18 @@ def _consumers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lease_option(parser: argparse.ArgumentParser, default: float | None) -> None:
+    option(
+        parser,
+        "--lease",
+        type=float,
+        default=default,
+        env="METASTORE_CONSUMER_LEASE",
+        help="seconds the consumer's lease lasts; another process takes over a crashed "
+        "holder's after it (default 60, for a relay at least four timeouts)",
+    )
+
+
 def add_commands(commands: Any) -> None:
     """``events tail|prune``, ``relay webhook``, ``consumers``."""
     feed_commands = command_group(commands, "events", "follow and prune the change feed", "ACTION")
@@ -98,6 +112,7 @@ def add_commands(commands: Any) -> None:
     )
     option(tail, "--after", type=int, default=0, help="without --consumer: start after this seq")
     option(tail, "--poll-interval", type=float, default=1.0, help="seconds between polls (SQLite)")
+    _lease_option(tail, 60.0)
     tail.set_defaults(handler=_events_tail)
 
     prune = feed_commands.add_parser(
@@ -166,6 +181,7 @@ def add_commands(commands: Any) -> None:
     option(
         webhook, "--poll-interval", type=float, default=1.0, help="seconds between polls (SQLite)"
     )
+    _lease_option(webhook, None)
     option(
         webhook,
         "--start",

@@ -81,6 +81,7 @@ def tail(
     stop: threading.Event | None = None,
     poll_interval: float = 1.0,
     limit: int = 1000,
+    lease_seconds: float = 60.0,
 ) -> int:
     """Hand events to ``handler`` in order; returns how many.
 
@@ -92,7 +93,12 @@ def tail(
     """
     if consumer is not None:
         with Consumer(
-            store, consumer, events, poll_interval=poll_interval, max_attempts=1
+            store,
+            consumer,
+            events,
+            poll_interval=poll_interval,
+            max_attempts=1,
+            lease_seconds=lease_seconds,
         ) as durable:
             if follow:
                 return durable.run(handler, stop, limit=limit)
