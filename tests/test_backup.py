@@ -76,10 +76,14 @@ def test_a_backup_taken_mid_ingest_restores_and_the_ingest_finishes(
     copier: list[threading.Thread] = []
     with MetaStore(db_url) as store:
 
+        def take() -> None:
+            backup(db_url, dump)
+            taken.set()
+
         def start_backup(_event: object) -> None:
             # After the second study, in a thread, while the ingest goes on.
             if len(store.study_uids()) >= 2 and not copier:
-                thread = threading.Thread(target=lambda: (backup(db_url, dump), taken.set()))
+                thread = threading.Thread(target=take)
                 copier.append(thread)
                 thread.start()
 
