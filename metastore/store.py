@@ -116,6 +116,13 @@ class MetaStore:
     def _writing(self, what: str) -> AbstractContextManager[Connection]:
         return db.writing(self.engine, what)
 
+    def reading(self, what: str) -> AbstractContextManager[Connection]:
+        """A read-only transaction for readers built on the store (search, the service).
+
+        ``what`` names the read in a ``DatabaseError``.
+        """
+        return db.reading(self.engine, what)
+
     def _reading(self, what: str) -> AbstractContextManager[Connection]:
         return db.reading(self.engine, what)
 
@@ -287,6 +294,7 @@ class MetaStore:
             return WriteResult()
         inserted = updated = unchanged = 0
         outbox_rows: list[dict[str, Any]] = []
+        touched: list[int] = []
         with self._writing("adding instances") as connection:
             source_id = self._source_id(connection, source)
             states = writer.ensure_studies(
@@ -304,6 +312,8 @@ class MetaStore:
                 inserted += added
                 updated += changed
                 unchanged += len(by_sop) - added - changed
+                if added or changed:
+                    touched.append(series_id)
                 if (added or changed) and not made_in_client:
                     outbox_rows.append(
                         event_row(
@@ -316,6 +326,7 @@ class MetaStore:
                     )
             for study_uid in sorted(states):
                 writer.finish_study(connection, states[study_uid])
+            writer.forget_rendered(connection, touched)
             events = write_events(connection, outbox_rows)
             self._remember_sources(connection)
         self._notify(events)
