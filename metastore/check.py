@@ -9,6 +9,10 @@ What is checked, with set-based queries (a fixed number however large the index)
 - the change feed: sequence gaps inside the outbox that commit order does
   not explain (see below), consumers whose cursor is past every sequence
   number ever issued (they would skip the next events);
+- the service's cache: a rendered series answer (``rendered_series``)
+  older than the last write to its series or its instances, or counting
+  other instances than the series has (a write deletes it in the same
+  transaction, so one that survives is stale);
 - leases: ingest jobs left ``running`` by an owner whose lease expired,
   consumer leases that expired without being released.
 
@@ -22,7 +26,8 @@ order, so a hole below the highest committed row is a rolled-back write and
 never an event a consumer can still be handed. It is reported as a note.
 
 ``repair`` fixes, in one write transaction, what the rows determine: counts
-and ModalitiesInStudy are recomputed, orphans are deleted (the foreign keys
+and ModalitiesInStudy are recomputed, stale cached answers are dropped
+(the service renders them again), orphans are deleted (the foreign keys
 would have cascaded them), expired leases are released (the job goes back
 to the queue), and the outbox sequence is moved past the highest consumer
 cursor so the next event reaches every consumer. A deleted event cannot be
@@ -41,7 +46,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from metastore import db
-from metastore.schema import consumers, ingest_jobs, instances, outbox, series, sources, studies
+from metastore.schema import (
+    consumers,
+    ingest_jobs,
+    instances,
+    outbox,
+    rendered_series,
+    series,
+    sources,
+    studies,
+)
 from metastore.store import MetaStore
 
 __all__ = ["CheckReport", "Finding", "check"]
@@ -105,7 +119,7 @@ Fix = Callable[[], None]
 
 def _inspect(connection: Connection, *, repair: bool) -> tuple[list[Finding], list[str]]:
     findings: list[Finding] = []
-    for step in (_orphans, _counts, _leases):
+    for step in (_orphans, _counts, _leases, _rendered):
         found, fix = step(connection)
         findings += found
         if repair and found:
@@ -262,6 +276,53 @@ def _counts(connection: Connection) -> tuple[list[Finding], Fix]:
                 sa.update(studies)
                 .where(studies.c.id == id_)
                 .values(**values, updated_at=sa.func.now())
+            )
+
+    return findings, fix
+
+
+# -- the service's rendered-series cache ----------------------------------------
+
+
+def _rendered(connection: Connection) -> tuple[list[Finding], Fix]:
+    newest = (
+        sa.select(sa.func.max(instances.c.updated_at))
+        .where(instances.c.series_id == series.c.id)
+        .scalar_subquery()
+    )
+    stale = sa.or_(
+        rendered_series.c.instances != series.c.num_instances,
+        rendered_series.c.created_at < series.c.updated_at,
+        rendered_series.c.created_at < newest,
+    )
+    rows = connection.execute(
+        sa.select(
+            rendered_series.c.series_id,
+            rendered_series.c.base,
+            studies.c.study_uid,
+            series.c.series_uid,
+            rendered_series.c.instances,
+            series.c.num_instances,
+        )
+        .join(series, series.c.id == rendered_series.c.series_id)
+        .join(studies, studies.c.id == series.c.study_id)
+        .where(stale)
+    ).all()
+    findings = [
+        Finding(
+            kind="stale cached answer",
+            detail=f"study {study} series {uid}: the metadata rendered for {base} "
+            f"({cached} instances) predates the series' last write ({count} instances)",
+        )
+        for _, base, study, uid, cached, count in rows
+    ]
+
+    def fix() -> None:
+        for series_id, base, *_ in rows:
+            connection.execute(
+                sa.delete(rendered_series).where(
+                    rendered_series.c.series_id == series_id, rendered_series.c.base == base
+                )
             )
 
     return findings, fix

@@ -14,6 +14,7 @@ from metastore import MetaStore, cli
 from metastore.check import check
 from metastore.events import Consumer
 from metastore.ingest import JobQueue
+from metastore.service.metadata import series_metadata
 
 
 @contextmanager
@@ -73,6 +74,21 @@ def orphan_instance(store: MetaStore) -> None:
     )
 
 
+def render(store: MetaStore) -> None:
+    """The service renders and keeps a series' metadata."""
+    assert series_metadata(store, "1.2.3", "1.2.3.1", "http://svc/dicomweb") is not None
+
+
+def cache_outlived_a_write(store: MetaStore) -> None:
+    render(store)
+    execute(store, "UPDATE rendered_series SET created_at = '2001-01-01 00:00:00'")
+
+
+def cache_counts_other_instances(store: MetaStore) -> None:
+    render(store)
+    execute(store, "UPDATE rendered_series SET instances = 1")
+
+
 # name -> (corrupt, the kinds check must report)
 CORRUPTIONS: dict[str, tuple[Callable[[MetaStore], None], set[str]]] = {
     "series count": (
@@ -105,6 +121,8 @@ CORRUPTIONS: dict[str, tuple[Callable[[MetaStore], None], set[str]]] = {
         {"consumer ahead of the feed"},
     ),
     "expired job lease": (expire_job_lease, {"expired job lease"}),
+    "cache outlived a write": (cache_outlived_a_write, {"stale cached answer"}),
+    "cache counts other instances": (cache_counts_other_instances, {"stale cached answer"}),
     "expired consumer lease": (expire_consumer_lease, {"expired consumer lease"}),
 }
 
@@ -215,4 +233,13 @@ def test_an_outbox_gap_is_reported_per_engine(
 def test_a_pruned_prefix_is_not_a_gap(store: MetaStore) -> None:
     populate(store)
     execute(store, "DELETE FROM outbox WHERE seq < (SELECT max(seq) FROM outbox)")
+    assert check(store).clean
+
+
+def test_a_fresh_cached_answer_is_not_stale(store: MetaStore) -> None:
+    populate(store)
+    render(store)
+    assert check(store).clean
+    store.add_instances(instances("1.2.3", "1.2.3.1", count=5))  # the write drops it
+    render(store)
     assert check(store).clean
