@@ -13,11 +13,13 @@ import sqlalchemy as sa
 from launch_helpers import http_server, launch_study
 from pydicom.data import get_testdata_file
 from servers import Orthanc
+from starlette.testclient import TestClient
 
 from metastore import MetaStore, cli
 from metastore.errors import SourceRefused
 from metastore.ingest import ingest_folder, ingest_launch_file
 from metastore.schema import metadata as schema_metadata
+from metastore.service import Settings, create_app
 from metastore.sources import SourceConfig
 from metastore.sources.dicomweb import DicomWebSource
 
@@ -25,6 +27,7 @@ CANARY_HEADER = "canary-header-5f1e0c"
 CANARY_TOKEN = "canary-token-a93b27"
 CANARY_USER = "canary-userinfo-77d2e1"
 CANARY_QUERY = "canary-presigned-0b44c9"
+CANARY_SERVE = "canary-serve-token-d10a5e"
 
 
 def dump(url: str) -> str:
@@ -115,10 +118,31 @@ def test_a_canary_credential_passed_every_way_never_appears(
         code, out = run(capsys, "--db", db, *argv)
         assert code == 0, out
         seen.append(out)
+    # the service, guarded by the serve token: its answers and its access log
+    with MetaStore(db) as store:
+        uid = store.study_uids()[0]
+        with TestClient(create_app(store, Settings(token=CANARY_SERVE))) as client:
+            bearer = {"Authorization": f"Bearer {CANARY_SERVE}"}
+            for path in (
+                "/dicomweb/studies",
+                "/dicomweb/series",
+                "/dicomweb/instances?includefield=all",
+                f"/dicomweb/studies/{uid}/metadata",
+                "/changefeed",
+                "/changefeed/latest",
+                f"/dicomjson?StudyInstanceUID={uid}",
+                "/dicomweb/studies?PatientName=nobody",
+            ):
+                answer = client.get(path, headers=bearer)
+                assert answer.status_code in (200, 204), (path, answer.status_code)
+                seen.append(answer.text + str(answer.headers))
+            refused = client.get("/dicomweb/studies", headers={"Authorization": "Bearer x"})
+            seen.append(refused.text + str(refused.headers))
     assert "SERIES_ADDED" in "".join(seen) and "INSTANCES_ADDED" in "".join(seen)
     everything = dump(db) + caplog.text + "\n".join(seen)
     assert "1.2.3" in everything and "pacs" in everything  # the haystack is the real one
-    for canary in (CANARY_HEADER, CANARY_TOKEN, CANARY_USER, CANARY_QUERY, orthanc.password):
+    canaries = (CANARY_HEADER, CANARY_TOKEN, CANARY_USER, CANARY_QUERY, CANARY_SERVE)
+    for canary in (*canaries, orthanc.password):
         assert canary not in everything, canary
 
 
