@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -44,19 +43,17 @@ from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
 import ijson
-import orjson
 
 from metastore import records
 from metastore.dicom import tag_for_keyword
 from metastore.errors import InvalidMetadata, MetastoreError
 from metastore.imageids import frame_number, strip_frame
 from metastore.launchfile.format import SERIES_EXTRAS, STUDY_EXTRAS
+from metastore.launchfile.spool import Spool
 from metastore.records import Where
 
 log = logging.getLogger(__name__)
 
-# Instances a study keeps in memory before its series spill to a temporary file.
-_SPOOL_INSTANCES = 20_000
 
 # The container each structural prefix must start (anything else is not the launch shape).
 _SHAPE = {
@@ -126,7 +123,7 @@ class LaunchStudy:
     extras: dict[str, Any]
     summaries: list[dict[str, Any]]
     instance_count: int
-    _spool: _Spool = field(repr=False)
+    _spool: Spool = field(repr=False)
 
     @property
     def study_uid(self) -> str:
@@ -155,47 +152,6 @@ class LaunchStudy:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class _Spool:
-    """A study's series: in memory up to a limit, then in a temporary file."""
-
-    def __init__(self) -> None:
-        self._held: list[tuple[int, list[dict[str, Any]]]] = []
-        self._held_instances = 0
-        self._file: IO[bytes] | None = None
-
-    def add(self, index: int, instances: list[dict[str, Any]]) -> None:
-        if self._file is None and self._held_instances + len(instances) <= _SPOOL_INSTANCES:
-            self._held.append((index, instances))
-            self._held_instances += len(instances)
-            return
-        if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="metastore-study-")  # noqa: SIM115
-            for held in self._held:
-                self._write(held)
-            self._held = []
-        self._write((index, instances))
-
-    def _write(self, item: tuple[int, list[dict[str, Any]]]) -> None:
-        assert self._file is not None
-        self._file.write(orjson.dumps(item))
-        self._file.write(b"\n")
-
-    def replay(self) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-        if self._file is None:
-            yield from self._held
-            return
-        self._file.seek(0)
-        for line in self._file:
-            index, instances = orjson.loads(line)
-            yield index, instances
-
-    def close(self) -> None:
-        self._held = []
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 def _is_attribute(key: str) -> bool:
@@ -296,7 +252,7 @@ class _Reader:
         self.study_index = -1
         self.series_index = -1
         self.prefix = ""
-        self.spool: _Spool | None = None
+        self.spool: Spool | None = None
         self.study_error: MetastoreError | None = None
         self.summaries: list[dict[str, Any]] = []
         self.instance_count = 0
@@ -422,7 +378,7 @@ class _Reader:
         self.study_index += 1
         self.series_index = -1
         self.prefix = _STUDY
-        self.spool = _Spool()
+        self.spool = Spool()
         self.study_error = None
         self.summaries = []
         self.instance_count = 0
