@@ -17,7 +17,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from metastore.cli import database, events, ingest, read, search, serve
+from metastore.cli import database, events, ingest, ohif, read, search, serve
 from metastore.cli._common import Handler, command_group, option
 from metastore.db import DEFAULT_URL, URL_ENV
 from metastore.errors import MetastoreError
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     option(parser, "--log-level", default="WARNING", help="logging level (DEBUG, INFO, WARNING)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (database, read, events, ingest, search, serve):
+    for group in (database, read, events, ingest, search, serve, ohif):
         group.add_commands(commands)
     return parser
 
