@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import Cluster
 from feed_helpers import Endpoint
 from orthanc_local import LocalOrthanc, OrthancUnavailable, ct_study
 from servers import IN_CI
 
+from chaos.conftest import Cluster
 from metastore import MetaStore
 from metastore.check import check
 from metastore.ingest import JobQueue
