@@ -27,7 +27,6 @@ with every request and never appear in a log line or an error message.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import gzip
 import logging
@@ -36,7 +35,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
@@ -53,6 +52,7 @@ from metastore.errors import (
 from metastore.imageids import frame_image_ids
 from metastore.retry import backoff
 from metastore.sources import ReadReport, Rejected, SourceConfig
+from metastore.sources.stream import redirect_guard, split_credentials
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +75,9 @@ _DEFAULTS: dict[str, Any] = {
     "backoff": 0.5,
     "max_backoff": 30.0,
     "bulkdata_relative": "series",
+    # Origins (scheme://host:port) besides the root's that a redirect may lead to.
+    "redirect_origins": [],
 }
-
-
-def split_credentials(root: str) -> tuple[str, dict[str, str]]:
-    """The root URL without user info, and the Authorization header that user info meant."""
-    parts = urlsplit(root)
-    if parts.username is None:
-        return root, {}
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    user, password = unquote(parts.username), unquote(parts.password or "")
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return clean, {"Authorization": f"Basic {token}"}
 
 
 class DicomWebSource:
@@ -135,10 +123,14 @@ class DicomWebSource:
                 f"source {config.name!r}: bulkdata_relative must be series or studies"
             )
         headers = {"Accept": DICOM_JSON, **auth, **dict(config.headers)}
+        redirects = settings["redirect_origins"]
+        if isinstance(redirects, str) or not all(isinstance(o, str) for o in redirects):
+            raise ConfigurationError(f"source {config.name!r}: redirect_origins is a list of URLs")
         self._client: httpx.Client | None = httpx.Client(
             timeout=timeout,
             headers=headers,
             follow_redirects=True,
+            event_hooks={"response": [redirect_guard(root, redirects)]},
             transport=transport,  # tests inject faults here
         )
         self.requests = 0
