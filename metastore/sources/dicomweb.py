@@ -6,6 +6,13 @@ Requests (PS3.18):
   ``offset`` until a page comes back empty: servers cap pages silently, so a
   short page is not taken as the end;
 - ``GET {root}/studies/{study}/series`` (QIDO-RS, series level), paged alike;
+
+  both with ``includefield`` naming the attributes the index keeps for a
+  study or series (:data:`metastore.records.STUDY_KEYS`, ``SERIES_KEYS``):
+  a server's default answer leaves some out (StudyDescription and
+  SeriesDescription are not among PS3.18's required return keys, and
+  Orthanc omits them). A server that answers 400 to ``includefield`` is
+  searched again without it, and not asked for it again;
 - ``GET {root}/studies/{study}/series/{series}/metadata`` (WADO-RS metadata),
   ``Accept: application/dicom+json``.
 
@@ -40,6 +47,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import orjson
 
+from metastore import records
 from metastore.dicom import naturalize
 from metastore.errors import (
     BadResponse,
@@ -134,6 +142,8 @@ class DicomWebSource:
             transport=transport,  # tests inject faults here
         )
         self.requests = 0
+        #: False once the server has refused a search with ``includefield`` (400).
+        self.includefield = True
         #: Deviations normalized and parts rejected while reading (see ReadReport).
         self.report = ReadReport()
 
@@ -141,12 +151,14 @@ class DicomWebSource:
 
     def search_studies(self, query: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Study rows matching a QIDO-RS query (all pages), naturalized."""
-        yield from self._paged(f"{self.root}/studies", dict(query or {}), "StudyInstanceUID")
+        url = f"{self.root}/studies"
+        yield from self._search(url, dict(query or {}), "StudyInstanceUID", records.STUDY_KEYS)
 
     def search_series(self, study_uid: str) -> list[dict[str, Any]]:
         """The series rows of one study (all pages), naturalized."""
         url = f"{self.root}/studies/{quote(study_uid)}/series"
-        return self._series_rows(self._paged(url, {}, "SeriesInstanceUID"), url, study_uid)
+        rows = self._search(url, {}, "SeriesInstanceUID", records.SERIES_KEYS)
+        return self._series_rows(rows, url, study_uid)
 
     def retrieve_series_metadata(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
         """Every instance's metadata (WADO-RS), with ``url`` and ``imageId``."""
@@ -229,6 +241,29 @@ class DicomWebSource:
         return meta
 
     # -- HTTP ---------------------------------------------------------------
+
+    def _search(
+        self, url: str, query: dict[str, Any], uid_key: str, fields: tuple[str, ...]
+    ) -> Iterator[dict[str, Any]]:
+        """A QIDO-RS search asking for ``fields`` too, or without them if the server refuses.
+
+        A query that names its own ``includefield`` is sent as it is.
+        """
+        if not self.includefield or "includefield" in query:
+            yield from self._paged(url, query, uid_key)
+            return
+        found = False
+        try:
+            for row in self._paged(url, {**query, "includefield": list(fields)}, uid_key):
+                found = True
+                yield row
+            return
+        except SourceRefused as err:
+            if found or err.context.get("status") != 400:
+                raise
+            log.warning("%s; searching without includefield from now on", err)
+            self.includefield = False
+        yield from self._paged(url, query, uid_key)
 
     def _paged(self, url: str, query: dict[str, Any], uid_key: str) -> Iterator[dict[str, Any]]:
         """All rows of a QIDO-RS search, page by page, until a page comes back empty.
