@@ -62,13 +62,6 @@ def test_csv_with_paging(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert table[0]["Modality"] in ("CT", "MR")
 
 
-def test_negative_limit_is_a_usage_error(url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["--db", url, "search", "studies", "--limit", "-1"])
-    assert exited.value.code == 2
-    assert "--limit" in capsys.readouterr().err
-
-
 @pytest.mark.parametrize("words", [["StudyDate=2013-"], ["Nonsense=1"], ["PatientID"]])
 def test_malformed_query_is_one_line_and_exit_2(
     url: str, words: list[str], capsys: pytest.CaptureFixture[str]
@@ -76,3 +69,10 @@ def test_malformed_query_is_one_line_and_exit_2(
     assert main(["--db", url, "search", "studies", *words]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "malformed query" in err
+
+
+def test_a_negative_limit_is_a_usage_error(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--db", url, "search", "studies", "--limit", "-1"])
+    assert done.value.code == 2
+    assert "argument --limit: '-1': must be at least 1" in capsys.readouterr().err
