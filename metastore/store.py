@@ -342,6 +342,23 @@ class MetaStore:
         self._notify(events)
         return True
 
+    def remove_series(
+        self, study_uid: str, *, source: str, series_uids: Iterable[str] | None = None
+    ) -> Event | None:
+        """Remove a source's series of a study (all, or those named): ``STUDY_DELETED`` when no
+        other source holds it (it goes too), else ``SERIES_REMOVED``; None if it held none."""
+        with self._writing(f"removing series of study {study_uid}") as connection:
+            source_id = self._source_id(connection, source)
+            uids, count, gone = writer.remove_series(connection, study_uid, source_id, series_uids)
+            if not uids:
+                return None
+            removed = {"SeriesInstanceUIDs": uids, "numInstances": count}
+            kind = EventType.SERIES_REMOVED if gone is None else EventType.STUDY_DELETED
+            row = event_row(kind, study_uid, None, source, gone or removed)
+            events = write_events(connection, [row])
+        self._notify(events)
+        return events[0]
+
     # -- reads ---------------------------------------------------------------
 
     def get_study(self, study_uid: str) -> dict[str, Any] | None:

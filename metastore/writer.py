@@ -307,3 +307,43 @@ def finish_study(connection: Connection, state: StudyState) -> None:
     if values:
         values["updated_at"] = sa.func.now()
         connection.execute(sa.update(studies).where(studies.c.id == state.id).values(values))
+
+
+def remove_series(
+    connection: Connection, study_uid: str, source_id: int, series_uids: Iterable[str] | None
+) -> tuple[list[str], int, dict[str, int] | None]:
+    """Delete a source's series of a study (all of them, or those named) with their instances.
+
+    Returns the series UIDs removed, how many instances they held, and,
+    when the study is left without any series of any source (and is
+    deleted too), its counts before the removal; otherwise None and the
+    study's counts and ModalitiesInStudy are brought down.
+    """
+    state = lock_studies(connection, [study_uid]).get(study_uid)
+    if state is None:
+        return [], 0, None
+    where = sa.and_(series.c.study_id == state.id, series.c.source_id == source_id)
+    if series_uids is not None:
+        where = sa.and_(where, series.c.series_uid.in_(sorted(set(series_uids))))
+    removed = connection.execute(
+        sa.delete(series).where(where).returning(series.c.series_uid, series.c.num_instances)
+    ).all()
+    uids = sorted(uid for uid, _count in removed)
+    count = sum(n for _uid, n in removed)
+    if not removed:
+        return [], 0, None
+    left = connection.execute(
+        sa.select(sa.func.count()).select_from(series).where(series.c.study_id == state.id)
+    ).scalar_one()
+    if left == 0:
+        gone = connection.execute(
+            sa.delete(studies)
+            .where(studies.c.id == state.id)
+            .returning(studies.c.num_series, studies.c.num_instances)
+        ).one()
+        return uids, count, {"numSeries": gone.num_series, "numInstances": gone.num_instances}
+    state.new_series -= len(removed)
+    state.new_instances -= count
+    state.recount_modalities = True
+    finish_study(connection, state)
+    return uids, count, None

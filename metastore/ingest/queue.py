@@ -48,6 +48,7 @@ class Job:
     lease_owner: str | None
     lease_expires_at: datetime | None
     last_error: str | None
+    generation: int
     created_at: datetime
     updated_at: datetime
 
@@ -88,7 +89,11 @@ class JobQueue:
         """Queue (unit, params) jobs for a registered source; returns how many were queued.
 
         A unit already queued, done or failed is queued afresh (a re-run brings
-        the index up to date); one that a live worker holds is left alone.
+        the index up to date); one that a live worker holds keeps its worker
+        and has its ``generation`` raised, so that worker's completion queues
+        it once more (what changed after its pull began is pulled too). A
+        unit is one row whoever queues it: a sync racing a follower makes
+        one job per study, not two.
         """
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
@@ -122,6 +127,18 @@ class JobQueue:
                     ),
                 ).returning(ingest_jobs.c.id)
                 total += len(connection.execute(statement, rows[start : start + _CHUNK]).all())
+            held = sa.and_(
+                ingest_jobs.c.source_id == source_id,
+                ingest_jobs.c.state == RUNNING,
+                ingest_jobs.c.lease_expires_at >= now,
+            )
+            for start in range(0, len(rows), _CHUNK):
+                units_chunk = [row["unit"] for row in rows[start : start + _CHUNK]]
+                connection.execute(
+                    sa.update(ingest_jobs)
+                    .where(held, ingest_jobs.c.unit.in_(units_chunk))
+                    .values(generation=ingest_jobs.c.generation + 1)
+                )
         return total
 
     def claim(self, owner: str, *, lease: float, source: str | None = None) -> Job | None:
@@ -190,8 +207,23 @@ class JobQueue:
         return found is not None
 
     def complete(self, job: Job, owner: str) -> bool:
-        """Mark the job done; False when another worker has taken it meanwhile."""
-        return self._finish(job, owner, state=DONE, error=None, delay=0.0)
+        """Mark the job done (queued again if it was queued meanwhile); False when it was lost."""
+        with db.writing(self.store.engine, "finishing an ingest job") as connection:
+            again = ingest_jobs.c.generation != job.generation
+            result = connection.execute(
+                sa.update(ingest_jobs)
+                .where(self._owned(connection, job, owner))
+                .values(
+                    state=sa.case((again, QUEUED), else_=DONE),
+                    attempts=sa.case((again, 0), else_=ingest_jobs.c.attempts),
+                    next_try_at=db.now(connection),
+                    lease_owner=sa.case((again, sa.null()), else_=ingest_jobs.c.lease_owner),
+                    lease_expires_at=None,
+                    last_error=None,
+                    updated_at=sa.func.now(),
+                )
+            )
+        return result.rowcount == 1
 
     def retry_later(self, job: Job, owner: str, error: str, *, delay: float) -> bool:
         """Queue the job again in ``delay`` seconds, keeping the error."""
