@@ -38,6 +38,7 @@ from metastore.errors import (
     SourceUnavailable,
     UnknownSource,
 )
+from metastore.ingest.compare import changed_series, series_counts
 from metastore.ingest.queue import QUEUED, RUNNING, Job, JobQueue
 from metastore.ingest.summary import Failure, IngestSummary, Tally
 from metastore.ingest.write import write_study
@@ -171,6 +172,13 @@ class Worker:
         study_row = job.params.get("study")
         series_rows = source.search_series(study_uid)
         uids = [row["SeriesInstanceUID"] for row in series_rows]
+        if job.params.get("changed_series"):  # a sync: only the series whose counts differ
+            held = series_counts(self.store, info.name, study_uid)
+            uids = changed_series(series_rows, held)
+            gone = set(held).difference(str(row["SeriesInstanceUID"]) for row in series_rows)
+            if gone and job.params.get("prune"):
+                self._keep_lease(job)
+                self.store.remove_series(study_uid, source=info.name, series_uids=gone)
         study = StudyMetadata(
             study=study_row if isinstance(study_row, Mapping) else {},
             summaries=series_rows,
