@@ -69,7 +69,8 @@ def _follow(args: argparse.Namespace) -> int:
             start=args.start,
             pull=not args.no_pull,
             lease=args.lease,
-            report=lambda step: print(step, flush=True) if step.changes else None,
+            sweep=args.sweep,
+            report=lambda step: print(step, flush=True) if step.changes or step.removed else None,
         )
     print(f"follow: {summary}")
     return 0
@@ -119,6 +120,13 @@ def add_commands(commands: Any) -> None:
         choices=("earliest", "latest"),
         default="earliest",
         help="where a new follower begins: the feed's start (indexes everything) or its end",
+    )
+    option(
+        orthanc,
+        "--sweep",
+        type=float,
+        default=300.0,
+        help="seconds between full comparisons of the archive's study list with the index",
     )
     flag(orthanc, "--no-pull", help="only queue jobs (for `metastore worker` processes)")
     add_worker_options(orthanc)

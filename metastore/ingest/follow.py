@@ -5,7 +5,12 @@ from the cursor kept in ``followers`` (one row per source), and for each page:
 
 1. studies the feed says were deleted are looked up directly (QIDO-RS on
    their UID) and, when gone, removed from the source's series lists with
-   their event (``STUDY_DELETED`` or ``SERIES_REMOVED``, as ``sync --prune``);
+   their event (``STUDY_DELETED`` or ``SERIES_REMOVED``, as ``sync --prune``).
+   A feed that forgets deletions (Orthanc) gives its study count instead:
+   at most every ``check`` seconds the follower asks it, and when it fell
+   (or is below what the index holds, or ``sweep`` seconds have passed) it
+   compares the archive's list of study ids with the index and looks up
+   the missing ones directly;
 2. studies the feed says changed are queued on the ingest job queue (the
    same queue and the same one-row-per-study as ``metastore sync``, so a
    sync racing the follower makes one job per study);
@@ -38,7 +43,7 @@ from metastore.ingest.sync import confirm_gone, prune_studies
 from metastore.ingest.worker import Worker
 from metastore.schema import followers, series, studies
 from metastore.sources import Source, SourceConfig, open_source
-from metastore.sources.feeds import DELETED, ArchiveChange, ChangeFeed
+from metastore.sources.feeds import DELETED, ChangeFeed
 from metastore.store import MetaStore
 
 log = logging.getLogger(__name__)
@@ -98,6 +103,8 @@ class Follower:
         start: str = "earliest",
         pull: bool = True,
         batch: int = 200,
+        check: float = 1.0,
+        sweep: float = 300.0,
     ) -> None:
         if start not in ("earliest", "latest"):
             raise ConfigurationError(f"start must be 'earliest' or 'latest', not {start!r}")
@@ -112,6 +119,9 @@ class Follower:
         ).id
         self._renewed: float | None = None
         self._archive: Source | None = None
+        self.check, self.sweep = check, sweep
+        self._checked = self._swept = float("-inf")
+        self._archive_count: int | None = None
 
     # -- the lease and the cursor --------------------------------------------
 
@@ -198,7 +208,8 @@ class Follower:
     def step(self, stop: StopFlag | None = None) -> tuple[FollowStep, bool]:
         """Handle the next page of the feed; the step, and whether the feed had no more."""
         page = self.feed.read(self.position, self.batch)
-        removed = self._removals([c for c in page.changes if c.action == DELETED])
+        deleted = {c.study_uid or c.resource for c in page.changes if c.action == DELETED}
+        removed = self._removals(deleted | set(self._missing()))
         units: dict[str, dict[str, Any]] = {}
         for change in page.changes:
             if change.action != DELETED and change.study_uid and change.study_uid not in units:
@@ -226,28 +237,44 @@ class Follower:
     def _lease_half_gone(self) -> bool:
         return self._renewed is None or time.monotonic() - self._renewed > self.lease / 3
 
-    def _removals(self, changes: list[ArchiveChange]) -> int:
-        """Remove the studies the feed says were deleted, once a direct look confirms it."""
-        if not changes:
+    def _removals(self, studies_or_ids: set[str]) -> int:
+        """Remove the studies (by UID or archive id) a direct look confirms gone."""
+        if not studies_or_ids:
             return 0
-        uids = {c.study_uid for c in changes if c.study_uid}
-        unnamed = {c.resource for c in changes if not c.study_uid}
-        if unnamed:
-            uids.update(uid for uid, resource in self._indexed_ids() if resource in unnamed)
+        uids = {uid for uid, resource in self._indexed_ids() if {uid, resource} & studies_or_ids}
         gone = confirm_gone(self.archive, sorted(uids))
         return len(prune_studies(self.store, self.config.name, gone))
 
+    def _missing(self) -> list[str]:
+        """The archive ids of indexed studies the archive no longer lists (when a check is due)."""
+        now = time.monotonic()
+        if now - self._checked < self.check:
+            return []
+        self._checked = now
+        total = self.feed.study_count()
+        if total is None:
+            return []
+        before, self._archive_count = self._archive_count, total
+        due = before is None or total < before or now - self._swept >= self.sweep
+        if not due and self._held_count() <= total:
+            return []
+        self._swept = now
+        present = self.feed.study_ids()
+        return [r for _uid, r in self._indexed_ids() if r is not None and r not in present]
+
+    def _held(self) -> Any:
+        return sa.exists().where(
+            series.c.study_id == studies.c.id, series.c.source_id == self._source_id
+        )
+
+    def _held_count(self) -> int:
+        query = sa.select(sa.func.count()).select_from(studies).where(self._held())
+        with db.reading(self.store.engine, "counting a source's studies") as conn:
+            return int(conn.execute(query).scalar_one())
+
     def _indexed_ids(self) -> list[tuple[str, str | None]]:
         """(study UID, the archive's id of it) of every study this source holds."""
-        query = (
-            sa.select(studies.c.study_uid, studies.c.patient_id)
-            .where(
-                sa.exists().where(
-                    series.c.study_id == studies.c.id, series.c.source_id == self._source_id
-                )
-            )
-            .execution_options(yield_per=10_000)
-        )
+        query = sa.select(studies.c.study_uid, studies.c.patient_id).where(self._held())
         with db.reading(self.store.engine, "matching deleted studies") as conn:
             return [
                 (uid, self.feed.resource_id(patient, uid)) for uid, patient in conn.execute(query)
@@ -271,6 +298,7 @@ def follow(
     start: str = "earliest",
     pull: bool = True,
     lease: float = 60.0,
+    sweep: float = 300.0,
     report: Callable[[FollowStep], None] | None = None,
 ) -> FollowSummary:
     """Follow the feed until ``stop`` is set (see the module docstring).
@@ -280,7 +308,9 @@ def follow(
     database away) is logged and tried again after a pause; the cursor has
     not moved past it.
     """
-    follower = Follower(store, feed, config, lease=lease, start=start, pull=pull, batch=batch)
+    follower = Follower(
+        store, feed, config, lease=lease, start=start, pull=pull, batch=batch, sweep=sweep
+    )
     summary = FollowSummary()
     failures = 0
     try:

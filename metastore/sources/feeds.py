@@ -35,8 +35,8 @@ class ArchiveChange:
     """One study the archive says changed: stable after new instances, or deleted.
 
     ``resource`` is the archive's own id of the study; ``study_uid`` is
-    None where the feed cannot say it (Orthanc's ``Deleted`` carries only
-    its id: :meth:`ChangeFeed.resource_id` then matches indexed studies).
+    None where the feed cannot say it (a deletion naming only the archive's
+    id: :meth:`ChangeFeed.resource_id` then matches indexed studies).
     """
 
     action: str
@@ -70,6 +70,19 @@ class ChangeFeed(Protocol):
 
     def resource_id(self, patient_id: str | None, study_uid: str) -> str | None:
         """The archive's id of a study, where it can be computed (None: it cannot)."""
+        ...
+
+    def study_count(self) -> int | None:
+        """How many studies the archive holds now; None for a feed that announces deletions.
+
+        A feed whose archive forgets deleted resources (Orthanc drops their
+        changes) answers this cheaply; a change in it makes the follower
+        compare :meth:`study_ids` with the index.
+        """
+        ...
+
+    def study_ids(self) -> set[str]:
+        """The archive's ids of every study it holds now (see :meth:`study_count`)."""
         ...
 
     def close(self) -> None: ...

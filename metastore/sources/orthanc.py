@@ -1,19 +1,21 @@
 """Orthanc's change feed: ``GET {root}/changes?since=N&limit=M`` as :class:`ArchiveChange` pages.
 
-Orthanc numbers every change (``Seq``). Two kinds matter here:
+Orthanc numbers every change (``Seq``). ``StableStudy`` is the one that
+matters: no new instance arrived for ``StableAge`` seconds (an Orthanc
+setting, 60 by default), so the study is complete for now. Its
+StudyInstanceUID comes from ``GET {root}/studies/{id}``; a study deleted
+since answers 404 and is skipped.
 
-- ``StableStudy``: no new instance arrived for ``StableAge`` seconds (an
-  Orthanc setting, 60 by default): the study is complete for now. Its
-  StudyInstanceUID comes from ``GET {root}/studies/{id}``; a study deleted
-  since answers 404 and is skipped (its ``Deleted`` change follows).
-- ``Deleted`` of a ``Study``: the change carries only Orthanc's id, which
-  is the SHA-1 of ``PatientID|StudyInstanceUID`` (Orthanc's
-  ``DicomInstanceHasher``), so :meth:`OrthancFeed.resource_id` computes
-  it for indexed studies to find which one went.
+Deletions are not in the feed: Orthanc removes the changes of a deleted
+resource with it, and logs no ``Deleted`` change there (it only tells
+plugins). So :meth:`OrthancFeed.study_count` (``/statistics``) is the cheap
+signal, and :meth:`OrthancFeed.study_ids` (``/studies``, every study's id)
+what the follower compares with the index when the count moves. An
+Orthanc id is the SHA-1 of ``PatientID|StudyInstanceUID``
+(Orthanc's ``DicomInstanceHasher``), so :meth:`OrthancFeed.resource_id`
+computes it for an indexed study. A ``Deleted`` change of a study, should
+a version log one, is passed on as a deletion.
 
-Other changes (new instances, series, patients; deletions below a study)
-move the cursor and nothing else: a study that grows becomes stable again,
-and ``metastore sync --prune`` catches series deleted inside a study.
 Requests are retried like the DICOMweb source's (timeouts, connection
 errors, 429, 5xx), then raise ``SourceUnavailable``.
 """
@@ -78,6 +80,15 @@ class OrthancFeed:
         text = digest.hexdigest()
         return "-".join(text[i : i + 8] for i in range(0, 40, 8))
 
+    def study_count(self) -> int | None:
+        return int(self._get("/statistics", None)["CountStudies"])
+
+    def study_ids(self) -> set[str]:
+        found = self._get_any("/studies", None)
+        if not isinstance(found, list):
+            raise BadResponse(f"{self.root}/studies answered with no JSON list", url=self.root)
+        return {str(item) for item in found}
+
     def _study_uid(self, resource: str) -> str | None:
         try:
             study = self._get(f"/studies/{resource}", None)
@@ -90,6 +101,13 @@ class OrthancFeed:
         return str(uid) if uid else None
 
     def _get(self, path: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        body = self._get_any(path, params)
+        if not isinstance(body, dict):
+            raise BadResponse(f"{self.root}{path} answered with no JSON object", url=self.root)
+        return body
+
+    def _get_any(self, path: str, params: dict[str, Any] | None) -> Any:
+        """The JSON body of a GET, with retries."""
         url = f"{self.root}{path}"
         for attempt in range(_RETRIES + 1):
             try:
@@ -100,12 +118,9 @@ class OrthancFeed:
                 status = response.status_code
                 if status < 300:
                     try:
-                        body = response.json()
+                        return response.json()
                     except ValueError:
-                        body = None
-                    if not isinstance(body, dict):
-                        raise BadResponse(f"{url} answered with no JSON object", url=url)
-                    return body
+                        raise BadResponse(f"{url} answered with no JSON", url=url) from None
                 if status != 429 and status < 500:
                     raise SourceRefused(f"{url} answered {status}", url=url, status=status)
                 error = SourceUnavailable(f"{url} answered {status}", url=url, status=status)
