@@ -34,16 +34,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_dicomweb import fresh_database  # noqa: E402
 from orthanc_local import LocalOrthanc, ct_study  # noqa: E402
 
 from metastore import EVENTS, MetaStore, sources  # noqa: E402
 from metastore.ingest import ingest_source  # noqa: E402
 from metastore.ingest.follow import follow  # noqa: E402
 from metastore.ingest.sync import sync_source  # noqa: E402
-from metastore.schema import metadata  # noqa: E402
 from metastore.sources import SourceConfig  # noqa: E402
 from metastore.sources.dicomweb import DicomWebSource, dicomweb_config  # noqa: E402
 from metastore.sources.feeds import open_feed  # noqa: E402
@@ -92,15 +91,6 @@ def uid_of(files: list[bytes]) -> str:
     import pydicom
 
     return str(pydicom.dcmread(io.BytesIO(files[0]), stop_before_pixels=True).StudyInstanceUID)
-
-
-def fresh_database(url: str | None, folder: Path) -> str:
-    if url is None:
-        return f"sqlite:///{folder / 'bench.db'}"
-    with MetaStore(url) as store, store.engine.begin() as connection:
-        for table in reversed(metadata.sorted_tables):
-            connection.execute(sa.delete(table))
-    return url
 
 
 def measured(label: str, run: object) -> tuple[float, int]:
@@ -174,7 +164,7 @@ def main() -> None:
         upload(orthanc, files)
         uids = [uid_of(f) for f in files]
         print(f"{args.studies} studies in Orthanc ({time.perf_counter() - started:.1f}s)")
-        url = fresh_database(args.db, Path(tmp))
+        url = fresh_database(args.db, Path(tmp), "bench")
         config: SourceConfig = dicomweb_config(orthanc.root, name=SOURCE)
         measured("initial index (full crawl)", lambda: ingest_source(url, config).studies)
         count = max(3, round(args.studies * args.changed))

@@ -213,7 +213,8 @@ class Follower:
         units: dict[str, dict[str, Any]] = {}
         for change in page.changes:
             if change.action != DELETED and change.study_uid and change.study_uid not in units:
-                found = list(self.archive.search_studies({"StudyInstanceUID": change.study_uid}))
+                look = {"StudyInstanceUID": change.study_uid, "limit": 1}
+                found = list(self.archive.search_studies(look))
                 if found:
                     units[change.study_uid] = {"study": found[0]}
         queue = JobQueue(self.store)
