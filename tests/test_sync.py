@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -199,3 +200,28 @@ def test_sync_every_stops_on_sigterm(db_url: str, archive, tmp_path: Path) -> No
     assert any(
         line.startswith(f"{SOURCE}: new 0, changed 0, unchanged 1, gone 0") for line in lines
     )
+
+
+def test_a_sync_racing_a_follower_makes_one_job_per_study(db_url: str) -> None:
+    units = [(f"1.2.3.{i}", {"changed_series": True}) for i in range(200)]
+    with MetaStore(db_url) as store:
+        store.register_source(SOURCE, "dicomweb", root_url="http://127.0.0.1:9/dicom-web")
+    barrier = threading.Barrier(3)
+
+    def enqueue(order: list[tuple[str, dict[str, bool]]]) -> None:
+        with MetaStore(db_url) as store:
+            barrier.wait()
+            for start in range(0, len(order), 20):
+                JobQueue(store).enqueue(SOURCE, order[start : start + 20])
+
+    threads = [
+        threading.Thread(target=enqueue, args=(order,))
+        for order in (units, units[::-1], units[::2] + units[1::2])
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with MetaStore(db_url) as store:
+        jobs = JobQueue(store).jobs(source=SOURCE, limit=1000)
+    assert sorted(job.unit for _s, job in jobs) == sorted(unit for unit, _p in units)

@@ -101,9 +101,10 @@ class JobQueue:
         with db.writing(self.store.engine, "queueing ingest jobs") as connection:
             source_id = self._source_id(connection, source)
             now = db.now(connection)
+            # In unit order, so concurrent enqueuers lock rows in one order (no deadlock).
             rows = [
                 {"source_id": source_id, "unit": unit, "params": dict(params)}
-                for unit, params in dict(units).items()
+                for unit, params in sorted(dict(units).items())
             ]
             for start in range(0, len(rows), _CHUNK):
                 statement = db.upsert(connection, ingest_jobs).values(
