@@ -209,7 +209,11 @@ class Follower:
         """Handle the next page of the feed; the step, and whether the feed had no more."""
         page = self.feed.read(self.position, self.batch)
         deleted = {c.study_uid or c.resource for c in page.changes if c.action == DELETED}
-        removed = self._removals(deleted | set(self._missing()))
+        try:
+            removed = self._removals(deleted | set(self._missing()))
+        except MetastoreError:
+            self._archive_count = None  # the next check compares the lists again
+            raise
         units: dict[str, dict[str, Any]] = {}
         for change in page.changes:
             if change.action != DELETED and change.study_uid and change.study_uid not in units:
@@ -219,7 +223,7 @@ class Follower:
                     units[change.study_uid] = {"study": found[0]}
         queue = JobQueue(self.store)
         queued = queue.enqueue(self.config.name, units.items()) if units else 0
-        if page.position != self.position or self._lease_half_gone():
+        if page.position != self.position or self._lease_due():
             self._save(page.position)
         pulled = 0
         if self.pull and units:
@@ -235,7 +239,7 @@ class Follower:
         )
         return step, page.done
 
-    def _lease_half_gone(self) -> bool:
+    def _lease_due(self) -> bool:
         return self._renewed is None or time.monotonic() - self._renewed > self.lease / 3
 
     def _removals(self, studies_or_ids: set[str]) -> int:
