@@ -103,6 +103,10 @@ def compare_listing(
         ]
         for start in range(0, len(rows), _CHUNK):
             connection.execute(sa.insert(sync_listing), rows[start : start + _CHUNK])
+        if connection.dialect.name == "postgresql":
+            # A fresh temporary table has no statistics; without them the
+            # planner misjudges the joins below.
+            connection.execute(sa.text(f"ANALYZE {sync_listing.name}"))
         held = _held(int(source_id))
         listed = sync_listing.c
         same = sa.and_(
@@ -116,9 +120,6 @@ def compare_listing(
             .where(sa.not_(sa.func.coalesce(same, sa.false())))
             .order_by(listed.study_uid)
         ).all()
-        unchanged = connection.execute(
-            sa.select(sa.func.count()).select_from(joined).where(same)
-        ).scalar_one()
         unlisted = connection.execute(
             sa.select(held.c.study_uid)
             .where(~sa.exists().where(listed.study_uid == held.c.study_uid))
@@ -127,7 +128,7 @@ def compare_listing(
         found = Comparison(
             new=[uid for uid, kind in differing if kind == NEW],
             changed=[uid for uid, kind in differing if kind != NEW],
-            unchanged=int(unchanged),
+            unchanged=len(rows) - len(differing),  # each listed study is one or the other
             unlisted=[str(uid) for uid in unlisted],
         )
         if connection.dialect.name != "postgresql":
