@@ -23,6 +23,7 @@ from metastore.errors import (
     UnknownSource,
 )
 from metastore.events import EVENTS, Consumer, Event, EventType
+from metastore.quirks import Quirk, Quirks
 from metastore.store import MetaStore, SourceInfo, WriteResult
 from metastore.version import __version__ as __version__
 
@@ -41,6 +42,8 @@ __all__ = [
     "LeaseLost",
     "MetaStore",
     "MetastoreError",
+    "Quirk",
+    "Quirks",
     "SchemaNotAtHead",
     "SourceError",
     "SourceInfo",

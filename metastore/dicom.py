@@ -13,92 +13,127 @@ OHIF (through dcmjs' ``naturalizeDataset``) and the store work on
 
     {"StudyInstanceUID": "1.2.3", "PatientName": [{"Alphabetic": "Doe^Jane"}]}
 
-:func:`naturalize` and :func:`denaturalize` convert between the two, and
-``denaturalize(naturalize(x)) == x`` holds for every DICOM JSON data set ``x``
-(see "Round trip" below for the one normalization).
+:func:`naturalize` and :func:`denaturalize` convert between the two. Liberal
+in what they read, strict in what they write: :func:`naturalize` accepts the
+deviations real writers produce, normalizes them and counts each kind into a
+:class:`~metastore.quirks.Quirks` (see "Deviations" below);
+:func:`denaturalize` always writes the standard form; and a conformant data
+set round-trips exactly: ``denaturalize(naturalize(x)) == x``.
 
 Naturalized form
 ----------------
 
 Keys
     The keyword of the tag in pydicom's data dictionary (``pydicom.datadict``).
-    A tag without one keeps its member name as given: private tags, unknown
-    tags, group lengths other than (0000,0000) and (0002,0000), and repeating
-    group tags such as overlays (6000-60FF,eeee) and curves (50xx,eeee), whose
-    one keyword could not name every group they repeat in (dcmjs and OHIF read
-    overlays as ``instance["60003000"]`` too).
+    A tag without one keeps its member name, in uppercase: private tags,
+    unknown tags, group lengths other than (0000,0000) and (0002,0000), and
+    repeating group tags such as overlays (6000-60FF,eeee) and curves
+    (50xx,eeee), whose one keyword could not name every group they repeat in
+    (dcmjs and OHIF read overlays as ``instance["60003000"]`` too).
 
 Values (PS3.18 F.2.4: ``Value`` is always an array)
-    - no ``Value`` (an empty attribute, PS3.18 F.2.5) becomes ``None``;
+    - an empty attribute (no ``Value``, PS3.18 F.2.5) becomes ``None``;
     - ``InlineBinary`` / ``BulkDataURI`` (PS3.18 F.2.7 / F.2.6) become the
       one-member objects ``{"InlineBinary": ...}`` / ``{"BulkDataURI": ...}``;
     - a sequence (SQ) becomes a list of naturalized data sets, even with one
-      item; every item carries its own bookkeeping keys (below);
-    - a person name (PN) stays the list of component-group objects as given,
-      even with one value;
-    - any other single value becomes the bare value, unless that value is
-      ``null``, an object or an array, which keep their one-element list so
-      that they cannot be mistaken for an empty or a binary attribute; several
-      values, or none (``"Value": []``), stay a list.
+      item (``[]`` for a sequence without items);
+    - a person name (PN) stays the list of component-group objects, even with
+      one value;
+    - any other single value becomes the bare value (an attribute of VR UN
+      whose one value is an object or an array keeps its list, which could
+      otherwise read back as binary); several values stay a list, an empty
+      value inside it being ``None`` (PS3.18 F.2.5).
 
-    Values are never re-typed: DS and IS sent as JSON numbers stay numbers and
-    sent as strings stay strings (PS3.18 F.2.3 allows both), and a
-    multi-valued string sent as one backslash-joined value stays that one
-    string.
+    DS and IS keep the form they came in: PS3.18 F.2.3 allows a JSON number
+    or a string (CP 1861), so ``"2.50"`` stays ``"2.50"`` and ``2.5`` stays
+    ``2.5``; SV and UV alike.
 
-Bookkeeping keys
-    Keys starting with ``_`` (no keyword or tag does) are not attributes;
-    :data:`RESERVED_KEYS` lists them. Each is present only when needed, so the
-    common data set carries none.
-
+Bookkeeping key
     ``_vrMap`` (:data:`VR_MAP_KEY`, as in dcmjs) maps a naturalized key to
     the ``vr`` its attribute had, for every attribute whose ``vr`` differs
-    from the tag's *default VR*; ``None`` records an attribute that had no
-    ``vr`` member at all. The default VR of a tag is the dictionary's VR, or
-    its first alternative where PS3.6 allows several ("US or SS" is "US",
-    "OB or OW" is "OB"), so a dictionary-conforming attribute needs no
-    entry, an "SS" attribute of a "US or SS" tag gets ``"SS"`` and a combined
-    ``"US|SS"`` is kept verbatim. Private and unknown tags have no default
-    VR, so each one that has a ``vr`` is recorded, and one that has none is
-    not. A sequence item keeps its own ``_vrMap``.
+    from the tag's *default VR*: the dictionary's VR, or its first
+    alternative where PS3.6 allows several ("US or SS" is "US", "OB or OW" is
+    "OB"), or ``UN`` for a tag the dictionary does not know (private tags).
+    A sequence item keeps its own ``_vrMap``; the common data set carries
+    none. ``_nullValue`` (:data:`NULL_VALUE_KEY`), which earlier versions
+    wrote for ``"Value": null``, is still understood and written as an empty
+    attribute. Keys starting with ``_`` (no keyword or tag does) are not
+    attributes; :data:`RESERVED_KEYS` lists them.
 
-    ``_nullValue`` (:data:`NULL_VALUE_KEY`) lists the naturalized keys whose
-    attribute was ``"Value": null`` rather than had no ``Value``: both
-    naturalize to ``None``, and only the rarer form is recorded.
-
-Round trip
+Deviations
 ----------
 
-:func:`denaturalize` reads the bookkeeping keys back, so the round trip gives
-back exactly the input, ``vr`` and all; the order of members is kept too. The
-one normalization: PS3.18 F.2.2 spells tags in uppercase, and a lowercase
-spelling of a tag that has a keyword is accepted but comes back uppercase
-(lowercase private and unknown tags come back as given).
+What :func:`naturalize` reads and how it normalizes it, each kind counted as
+the :class:`~metastore.quirks.Quirk` named:
 
-The shape of a value (is this a sequence? a person name?) follows the
-attribute's ``vr``, or the default VR where it has none, the same way in both
-directions.
+- a bare value where the ``Value`` array is due, for any VR
+  (``BARE_VALUE``), a sequence item as an object (``BARE_ITEM``);
+- ``"Value": null`` (``NULL_VALUE``), ``[null]`` (``LONE_NULL``), ``[]``
+  outside a sequence (``EMPTY_ARRAY``): an empty attribute; ``""`` as a value
+  (``EMPTY_STRING``): an empty value (``null``);
+- US/UL/SS/SL/FL/FD values as strings (``NUMBER_AS_STRING``), whole floats
+  for integer VRs (``WHOLE_FLOAT``), numbers where a string VR other than
+  DS/IS is due (``STRING_AS_NUMBER``);
+- AT as ``"0062000b"``, ``"(0062,000B)"``, ``"0062,000B"``, an integer or
+  a keyword (``AT_FORM``): eight uppercase hex digits;
+- a ``vr`` missing, empty, unknown (``VR_MISSING``, ``VR_EMPTY``,
+  ``VR_UNKNOWN``): the default VR, or for a tag the dictionary does not
+  know, ``SQ`` when its Value is items (``VR_INFERRED_SQ``) else ``UN``;
+  lowercase (``VR_LOWERCASE``: a ``"sq"`` is a sequence whose items are
+  read); combined such as ``US|SS`` or ``OB|OW`` (``VR_COMBINED``): US or
+  SS as PixelRepresentation (0028,0103) says where the data set has it,
+  else the dictionary's VR where listed, else the first listed;
+- ``InlineBinary`` on a VR that PS3.18 F.2.7 keeps out of it
+  (``INLINE_BINARY_DECODED``): decoded into ``Value`` as the VR's binary
+  encoding (PS3.5 6.2, little endian); ``BulkDataURI`` on a VR whose values
+  PS3.18 10.4.1.1.2 always sends inline (``BULKDATA_ON_VALUE_VR``): kept, as
+  the value can only be had from there;
+- member names in lowercase (``LOWERCASE_TAG``) or as ``"(0010,0010)"``
+  (``TAG_FORM``); the same tag twice with equal content (``DUPLICATE_TAG``);
+- PN as a plain string, ``"A^B=I^J=P^Q"`` giving its three component groups
+  (``PN_STRING``), or as an object with lowercase or null groups
+  (``PN_GROUP``); objects with some groups only are the standard form;
+- ``"A\\\\B"`` as one value where the attribute takes several values (its
+  dictionary VM is not 1, and its VR is not one of LT, ST, UT, UR, where a
+  backslash is text): split (``BACKSLASH_JOINED``);
+- UIDs with trailing spaces or NULs (``UID_PADDING``); members other than
+  ``vr``, ``Value``, ``InlineBinary``, ``BulkDataURI`` (``EXTRA_MEMBER``,
+  dropped); ``Value`` beside a binary member (``CONFLICTING_MEMBERS``: the
+  binary one is kept for a binary VR, ``Value`` otherwise).
 
 Errors
 ------
 
-Input that is not DICOM JSON raises :class:`~metastore.errors.InvalidMetadata`
-whose ``path`` names the place as a JSON path such as
+What cannot be read raises :class:`~metastore.errors.InvalidMetadata` whose
+``path`` names the place as a JSON path such as
 ``"0040A730.Value[2].0040A043"`` (for naturalized input:
 ``"ContentSequence[2].ConceptNameCodeSequence"``); ``"$"`` is the data set
-itself.
+itself: a data set, attribute or sequence item that is not an object, a
+member name that is not a tag, a value that does not fit its VR (an object
+as a CS, text that is no number as a US, a bad AT), an ``InlineBinary`` that
+is not base64 of the VR's encoding, and the same tag twice with different
+content.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Final
 
 from pydicom import datadict
 
+from metastore.dicomvalues import (
+    BINARY_VRS,
+    HEX_TAG,
+    ONE,
+    TAG_FORM,
+    VRS,
+    PathError,
+    read_element,
+)
 from metastore.errors import InvalidMetadata
+from metastore.quirks import IGNORED, Quirk, Quirks
 
 __all__ = [
     "NULL_VALUE_KEY",
@@ -115,65 +150,75 @@ VR_MAP_KEY: Final = "_vrMap"
 """Naturalized key of the per-data-set map of VRs that differ from the default."""
 
 NULL_VALUE_KEY: Final = "_nullValue"
-"""Naturalized key of the per-data-set list of attributes sent as ``"Value": null``."""
+"""Naturalized key earlier versions wrote for ``"Value": null``; read, never written."""
 
 RESERVED_KEYS: Final = frozenset({VR_MAP_KEY, NULL_VALUE_KEY})
 """Bookkeeping keys of a naturalized data set, which are not attributes."""
 
-_HEX_TAG: Final = re.compile(r"[0-9A-Fa-f]{8}")
 _BARE_TYPES: Final = frozenset({str, int, float})
 
-# (naturalized key, default VR) of a tag
-_TagInfo = tuple[str, str | None]
+# (naturalized key, default VR or None, takes several values?) of a tag
+_TagInfo = tuple[str, str | None, bool]
 
 
-def _default_vr(dictionary_vr: str) -> str:
+def _default_vr(dictionary_vr: str) -> str | None:
     """The VR an attribute of a tag has unless its ``vr`` says otherwise.
 
     PS3.6 gives some tags alternatives ("US or SS", "OB or OW",
-    "US or SS or OW"); the first is the default.
+    "US or SS or OW"); the first is the default. Item delimiters have none.
     """
-    return dictionary_vr.split(" or ", 1)[0]
+    first = dictionary_vr.split(" or ", 1)[0]
+    return first if first in VRS else None
+
+
+def _info(keyword: str, tag: int) -> _TagInfo:
+    return (keyword, _default_vr(datadict.dictionary_VR(tag)), datadict.dictionary_VM(tag) != "1")
 
 
 # Built once at import, so that a lookup on the hot path is one dict access.
 # pydicom's keyword_dict is one-to-one (a keyword names one tag), so
 # denaturalize finds the same tag again. Repeating-group tags are not in it.
 _BY_TAG: Final[dict[str, _TagInfo]] = {
-    f"{tag:08X}": (keyword, _default_vr(datadict.dictionary_VR(tag)))
-    for keyword, tag in datadict.keyword_dict.items()
-    if keyword
+    f"{tag:08X}": _info(keyword, tag) for keyword, tag in datadict.keyword_dict.items() if keyword
 }
-_BY_KEYWORD: Final[dict[str, _TagInfo]] = {
-    keyword: (f"{tag:08X}", _default_vr(datadict.dictionary_VR(tag)))
+_BY_KEYWORD: Final[dict[str, tuple[str, str | None, bool]]] = {
+    keyword: (f"{tag:08X}", *_info(keyword, tag)[1:])
     for keyword, tag in datadict.keyword_dict.items()
     if keyword
 }
 
 
 @lru_cache(maxsize=16384)
-def _tag_info(key: object) -> _TagInfo | None:
-    """The naturalized key and default VR of a member name outside ``_BY_TAG``.
+def _tag_info(key: object) -> tuple[_TagInfo, Quirk | None, str] | None:
+    """The info of a member name outside ``_BY_TAG``, and the quirk of its spelling.
 
-    That is a private, unknown or repeating-group tag, or a lowercase
-    spelling; ``None`` if ``key`` is not eight hexadecimal digits. Cached, as
-    the same private tags recur in every instance of a series.
+    That is a private, unknown or repeating-group tag, or one spelled in
+    lowercase or as ``(gggg,eeee)``; ``None`` if ``key`` is no tag. Cached,
+    as the same private tags recur in every instance of a series.
     """
-    if not isinstance(key, str) or not _HEX_TAG.fullmatch(key):
+    if not isinstance(key, str):
         return None
-    upper = key.upper()
+    quirk: Quirk | None = None
+    if HEX_TAG.fullmatch(key):
+        upper = key.upper()
+        if upper != key:
+            quirk = Quirk.LOWERCASE_TAG
+    else:
+        form = TAG_FORM.fullmatch(key)
+        if form is None:
+            return None
+        upper = (form[1] + form[2]).upper()
+        quirk = Quirk.TAG_FORM
     known = _BY_TAG.get(upper)
     if known is not None:
-        return known
+        return known, quirk, upper
     tag = int(upper, 16)
     # Private tags have odd group numbers (PS3.5 7.8.1): no dictionary VR.
-    if tag >> 16 & 1:
-        return (key, None)
     # A dictionary tag without a keyword, or a repeating-group tag (PS3.5
-    # 7.6, e.g. overlays 60xx) whose keyword names no single tag.
-    if datadict.dictionary_has_tag(tag) or datadict.mask_match(tag):
-        return (key, _default_vr(datadict.dictionary_VR(tag)))
-    return (key, None)
+    # 7.6, e.g. overlays 60xx) whose keyword names no single tag, has one.
+    if not tag >> 16 & 1 and (datadict.dictionary_has_tag(tag) or datadict.mask_match(tag)):
+        return _info(upper, tag), quirk, upper
+    return (upper, None, False), quirk, upper
 
 
 def keyword_for_tag(tag: str) -> str | None:
@@ -181,10 +226,13 @@ def keyword_for_tag(tag: str) -> str | None:
 
     ``None`` when the tag keeps its hexadecimal key (no keyword, or not a tag).
     """
-    info = _BY_TAG.get(tag) or _tag_info(tag)
-    if info is None or info[0] not in _BY_KEYWORD:
-        return None
-    return info[0]
+    info = _BY_TAG.get(tag)
+    if info is None:
+        found = _tag_info(tag)
+        if found is None:
+            return None
+        info = found[0]
+    return info[0] if info[0] in _BY_KEYWORD else None
 
 
 def tag_for_keyword(keyword: str) -> str | None:
@@ -214,148 +262,145 @@ def person_name_text(value: Any) -> str | None:
     return None
 
 
-class _PathError(Exception):
-    """Bad input found deep inside a data set; the path grows as it unwinds."""
-
-    def __init__(self, message: str, path: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.path = path
+# -- attributes ------------------------------------------------------------------
 
 
-def naturalize(dataset: Mapping[str, Any]) -> dict[str, Any]:
+# -- naturalize -----------------------------------------------------------------------
+
+
+def naturalize(dataset: Mapping[str, Any], quirks: Quirks | None = None) -> dict[str, Any]:
     """Naturalize one DICOM JSON data set (PS3.18 F.2), as dcmjs does.
 
-    See the module documentation for the form. Raises
-    :class:`~metastore.errors.InvalidMetadata` naming the JSON path of the
-    first problem: a data set, attribute or sequence item that is not an
-    object, a member name that is not a tag, a ``vr`` that is not a string, a
-    ``Value`` that is not an array, or an attribute with members other than
-    ``vr`` and one of ``Value``, ``InlineBinary`` and ``BulkDataURI``.
+    See the module documentation for the form and the deviations read; each
+    normalization is counted into ``quirks`` when given. Raises
+    :class:`~metastore.errors.InvalidMetadata` naming the JSON path of what
+    cannot be read.
     """
     if not isinstance(dataset, Mapping):
         raise InvalidMetadata("a DICOM JSON data set must be an object", path="$")
     try:
-        return _naturalize(dataset)
-    except _PathError as exc:
+        return _naturalize(dataset, IGNORED if quirks is None else quirks)
+    except PathError as exc:
         raise InvalidMetadata(exc.message, path=exc.path) from None
 
 
-def _naturalize(dataset: Mapping[Any, Any]) -> dict[str, Any]:
+_SLOW: Final = object()
+
+
+def _fast_value(element: dict[str, Any], vr: str, size: int) -> Any:
+    """The naturalized value of an attribute in the standard form, else ``_SLOW``."""
+    if size == 2:
+        check = ONE.get(vr)
+        if check is not None:
+            value = element.get("Value")
+            if type(value) is list and value:
+                if len(value) == 1:
+                    one = value[0]
+                    if check(one):
+                        return [dict(one)] if vr == "PN" else one
+                elif all(map(check, value)):
+                    return [dict(v) for v in value] if vr == "PN" else list(value)
+        elif vr in BINARY_VRS:
+            member = "InlineBinary" if "InlineBinary" in element else "BulkDataURI"
+            data = element.get(member)
+            if type(data) is str:
+                return {member: data}
+    elif size == 1 and vr in VRS:
+        return None
+    return _SLOW
+
+
+def _naturalize(dataset: Mapping[Any, Any], quirks: Quirks) -> dict[str, Any]:
     """Naturalize a data set known to be a mapping; errors carry a relative path."""
     out: dict[str, Any] = {}
-    vr_map: dict[str, str | None] = {}
-    nulls: list[str] = []
+    vr_map: dict[str, str] = {}
     for key, element in dataset.items():
-        info = _BY_TAG.get(key) or _tag_info(key)
+        info = _BY_TAG.get(key)
         if info is None:
-            raise _PathError("a member name must be a tag of eight hexadecimal digits", str(key))
-        name, default_vr = info
+            found = _tag_info(key)
+            if found is None:
+                raise PathError("a member name must be a tag of eight hexadecimal digits", str(key))
+            info, spelling, _ = found
+            if spelling is not None:
+                quirks.add(spelling)
+        name, default_vr, multi = info
+        # The fast paths: attributes as PS3.18 F.2 writes them, or without the
+        # vr dcmjs leaves out (the default VR then; a sequence is read slowly).
+        if type(element) is dict and name not in out:
+            vr = element.get("vr")
+            size = len(element)
+            missing = vr is None and "vr" not in element
+            if missing and (default_vr is not None or "Value" not in element):
+                vr, size = default_vr or "UN", size + 1
+            if type(vr) is str:
+                fast = _fast_value(element, vr, size)
+                if fast is not _SLOW:
+                    out[name] = fast
+                    if vr != (default_vr or "UN"):
+                        vr_map[name] = vr
+                    if missing:
+                        quirks.add(Quirk.VR_MISSING)
+                    continue
         if type(element) is not dict and not isinstance(element, Mapping):
-            raise _PathError("an attribute must be an object", key)
-
-        # Count the members we understand; any left over are unknown.
-        left = len(element)
-        vr = element.get("vr")
-        if vr is None:
-            if "vr" in element:
-                raise _PathError("vr must be a string", f"{key}.vr")
-            effective_vr = default_vr
-            if default_vr is not None:
-                vr_map[name] = None
-        elif type(vr) is str:
-            left -= 1
-            effective_vr = vr
-            if vr != default_vr:
-                vr_map[name] = vr
-        else:
-            raise _PathError("vr must be a string", f"{key}.vr")
-
-        if "Value" in element:
-            left -= 1
-            value = element["Value"]
-            if type(value) is not list:
-                if value is not None:
-                    raise _PathError("Value must be an array", f"{key}.Value")
-                nulls.append(name)
-                result: Any = None
-            elif effective_vr == "SQ":
-                result = []
-                for index, item in enumerate(value):
-                    if type(item) is not dict and not isinstance(item, Mapping):
-                        raise _PathError(
-                            "a sequence item must be an object", f"{key}.Value[{index}]"
-                        )
-                    try:
-                        result.append(_naturalize(item))
-                    except _PathError as exc:
-                        exc.path = f"{key}.Value[{index}].{exc.path}"
-                        raise
-            elif effective_vr == "PN":
-                # PS3.18 F.2.2: one object of component groups per name; kept
-                # as a list so that every name stays in one shape.
-                result = [dict(v) if type(v) is dict else v for v in value]
-            elif len(value) == 1:
-                result = value[0]
-                # A lone null, object or array keeps its list: bare, it would
-                # read back as an empty or binary attribute (PS3.18 F.2.5).
-                if type(result) not in _BARE_TYPES and (
-                    result is None or isinstance(result, (list, tuple, Mapping))
-                ):
-                    result = [result]
+            raise PathError("an attribute must be an object", key)
+        try:
+            vr, payload = read_element(element, default_vr, multi, dataset, quirks)
+        except PathError as exc:
+            exc.path = f"{key}.{exc.path}"
+            raise
+        if vr == "SQ" and payload is not None:
+            result: Any = []
+            for index, item in enumerate(payload):
+                try:
+                    result.append(_naturalize(item, quirks))
+                except PathError as exc:
+                    exc.path = f"{key}.Value[{index}].{exc.path}"
+                    raise
+        elif type(payload) is list:
+            if vr == "PN" or len(payload) != 1:
+                result = payload
             else:
-                result = list(value)
-        elif "InlineBinary" in element:
-            left -= 1
-            result = {"InlineBinary": element["InlineBinary"]}
-        elif "BulkDataURI" in element:
-            left -= 1
-            result = {"BulkDataURI": element["BulkDataURI"]}
+                result = payload[0]
+                # A lone object or array (UN only) keeps its list: bare, it
+                # would read back as binary or as several values.
+                if type(result) not in _BARE_TYPES and isinstance(result, list | tuple | Mapping):
+                    result = payload
         else:
-            result = None
-        if left:
-            raise _PathError(
-                "an attribute has only vr and one of Value, InlineBinary, BulkDataURI", key
-            )
+            result = payload
+        if name in out:
+            if out[name] != result or vr_map.get(name, default_vr or "UN") != vr:
+                raise PathError("the same tag appears twice with different content", str(key))
+            quirks.add(Quirk.DUPLICATE_TAG)
+            continue
         out[name] = result
-
-    if len(out) != len(dataset):
-        _raise_duplicate(dataset)
+        if vr != (default_vr or "UN"):
+            vr_map[name] = vr
     if vr_map:
         out[VR_MAP_KEY] = vr_map
-    if nulls:
-        out[NULL_VALUE_KEY] = nulls
     return out
 
 
-def _raise_duplicate(dataset: Mapping[Any, Any]) -> None:
-    """Name the tag spelled twice (in two cases) in ``dataset``."""
-    seen: set[str] = set()
-    for key in dataset:
-        upper = str(key).upper()
-        if upper in seen:
-            raise _PathError("the same tag appears twice", str(key))
-        seen.add(upper)
-    raise AssertionError("no duplicate tag found")  # pragma: no cover
+# -- denaturalize ---------------------------------------------------------------------
 
 
 def denaturalize(dataset: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn a naturalized data set back into the DICOM JSON model (PS3.18 F.2).
+    """Turn a naturalized data set into the standard DICOM JSON model (PS3.18 F.2).
 
-    The inverse of :func:`naturalize`, also for metadata built by hand: an
-    attribute without a ``_vrMap`` entry gets its tag's default VR, a bare
-    string as a PN becomes ``[{"Alphabetic": string}]`` and a single object
-    as a sequence becomes its one item. Raises
-    :class:`~metastore.errors.InvalidMetadata` naming the JSON path when a
-    key is neither a keyword nor eight hexadecimal digits, two keys name the
-    same tag, a sequence item is not an object, or a bookkeeping key is
-    malformed.
+    The inverse of :func:`naturalize`, also for metadata built by hand or
+    stored by earlier versions: an attribute without a ``_vrMap`` entry gets
+    its tag's default VR, a bare string as a PN becomes
+    ``[{"Alphabetic": string}]``, a single object as a sequence becomes its
+    one item, and any deviation :func:`naturalize` reads is written in the
+    standard form. Raises :class:`~metastore.errors.InvalidMetadata` naming
+    the JSON path when a key is neither a keyword nor a tag, two keys name the
+    same tag, a sequence item is not an object, a value does not fit its VR,
+    or a bookkeeping key is malformed.
     """
     if not isinstance(dataset, Mapping):
         raise InvalidMetadata("a naturalized data set must be an object", path="$")
     try:
         return _denaturalize(dataset)
-    except _PathError as exc:
+    except PathError as exc:
         raise InvalidMetadata(exc.message, path=exc.path) from None
 
 
@@ -363,90 +408,95 @@ def _denaturalize(dataset: Mapping[Any, Any]) -> dict[str, Any]:
     """Denaturalize a data set known to be a mapping; errors carry a relative path."""
     vr_map = dataset.get(VR_MAP_KEY)
     if vr_map is not None and not isinstance(vr_map, Mapping):
-        raise _PathError(f"{VR_MAP_KEY} must be an object", VR_MAP_KEY)
+        raise PathError(f"{VR_MAP_KEY} must be an object", VR_MAP_KEY)
     nulls = dataset.get(NULL_VALUE_KEY)
     if nulls is not None and not isinstance(nulls, list):
-        raise _PathError(f"{NULL_VALUE_KEY} must be an array", NULL_VALUE_KEY)
+        raise PathError(f"{NULL_VALUE_KEY} must be an array", NULL_VALUE_KEY)
 
+    ignored = IGNORED  # what is normalized on the way out is not an ingest's to count
     out: dict[str, Any] = {}
-    reserved = 0
     for name, value in dataset.items():
         info = _BY_KEYWORD.get(name)
-        if info is not None:
-            tag, default_vr = info
-        elif name in RESERVED_KEYS:
-            reserved += 1
-            continue
-        else:
-            hex_info = _tag_info(name)
-            if hex_info is None:
-                raise _PathError(
+        if info is None:
+            if name in RESERVED_KEYS:
+                continue
+            found = _tag_info(name)
+            if found is None:
+                raise PathError(
                     "a key must be a DICOM keyword or eight hexadecimal digits", str(name)
                 )
-            tag, default_vr = name, hex_info[1]
+            info = (found[2], found[0][1], found[0][2])
+        tag, default_vr, multi = info
+
+        # The fast paths: values as naturalize leaves them.
+        vr = vr_map.get(name, default_vr or "UN") if vr_map else default_vr or "UN"
+        if type(vr) is str and tag not in out:
+            if value is None:
+                if vr in VRS:
+                    out[tag] = {"vr": vr}
+                    continue
+            elif (check := ONE.get(vr)) is not None:
+                if type(value) is list:
+                    if value and all(map(check, value)):
+                        values = [dict(v) for v in value] if vr == "PN" else list(value)
+                        out[tag] = {"vr": vr, "Value": values}
+                        continue
+                elif vr != "PN" and check(value):
+                    out[tag] = {"vr": vr, "Value": [value]}
+                    continue
+            elif vr in BINARY_VRS and type(value) is dict and len(value) == 1:
+                data = value.get("InlineBinary", value.get("BulkDataURI"))
+                if type(data) is str:
+                    out[tag] = {"vr": vr, **value}
+                    continue
 
         element: dict[str, Any] = {}
         if vr_map and name in vr_map:
             vr = vr_map[name]
             if vr is not None and type(vr) is not str:
-                raise _PathError("a VR must be a string or null", f"{VR_MAP_KEY}.{name}")
+                raise PathError("a VR must be a string or null", f"{VR_MAP_KEY}.{name}")
+            if vr is not None:
+                element["vr"] = vr
+        elif default_vr is not None:
+            element["vr"] = default_vr
         else:
-            vr = default_vr
-        if vr is None:
-            effective_vr = default_vr
-        else:
-            element["vr"] = vr
-            effective_vr = vr
-
-        if value is None:
-            if nulls and name in nulls:
-                element["Value"] = None
-        elif (
-            type(value) is dict
-            and len(value) == 1
-            and ("InlineBinary" in value or "BulkDataURI" in value)
-        ):
-            element.update(value)
-        elif effective_vr == "SQ":
-            items = value if isinstance(value, (list, tuple)) else [value]
-            sequence = []
-            for index, item in enumerate(items):
-                if not isinstance(item, Mapping):
-                    raise _PathError("a sequence item must be an object", f"{name}[{index}]")
+            element["vr"] = "UN"
+        if value is not None:
+            if (
+                type(value) is dict
+                and len(value) == 1
+                and ("InlineBinary" in value or "BulkDataURI" in value)
+            ):
+                element.update(value)
+            else:
+                element["Value"] = value if isinstance(value, list) else [value]
+        try:
+            vr, payload = read_element(element, default_vr, multi, {}, ignored)
+        except PathError as exc:
+            exc.path = f"{name}{_natural_path(exc.path)}"
+            raise
+        standard: dict[str, Any] = {"vr": vr}
+        if vr == "SQ" and payload is not None:
+            items = []
+            for index, item in enumerate(payload):
                 try:
-                    sequence.append(_denaturalize(item))
-                except _PathError as exc:
+                    items.append(_denaturalize(item))
+                except PathError as exc:
                     exc.path = f"{name}[{index}].{exc.path}"
                     raise
-            element["Value"] = sequence
-        elif isinstance(value, (list, tuple)):
-            if effective_vr == "PN":
-                element["Value"] = [dict(v) if type(v) is dict else v for v in value]
-            else:
-                element["Value"] = list(value)
-        elif effective_vr == "PN":
-            if isinstance(value, str):
-                element["Value"] = [{"Alphabetic": value}]
-            else:
-                element["Value"] = [dict(value) if isinstance(value, Mapping) else value]
-        else:
-            element["Value"] = [value]
-        out[tag] = element
-
-    if len(out) != len(dataset) - reserved:
-        _raise_same_tag(dataset)
+            standard["Value"] = items
+        elif type(payload) is list:
+            standard["Value"] = payload
+        elif payload is not None:
+            standard.update(payload)
+        if tag in out:
+            raise PathError("two keys name the same tag", str(name))
+        out[tag] = standard
     return out
 
 
-def _raise_same_tag(dataset: Mapping[Any, Any]) -> None:
-    """Name the key of ``dataset`` whose tag an earlier key already named."""
-    seen: set[str] = set()
-    for name in dataset:
-        if name in RESERVED_KEYS:
-            continue
-        info = _BY_KEYWORD.get(name)
-        tag = info[0] if info is not None else str(name)
-        if tag in seen:
-            raise _PathError("two keys name the same tag", str(name))
-        seen.add(tag)
-    raise AssertionError("no duplicate tag found")  # pragma: no cover
+def _natural_path(path: str) -> str:
+    """A path inside an attribute object as the naturalized value's path."""
+    if path.startswith("Value"):
+        return path[len("Value") :]
+    return f".{path}"

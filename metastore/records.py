@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from metastore.dicom import person_name_text
+from metastore.dicomvalues import parse_int
 from metastore.errors import InvalidMetadata
 
 # Study-level attributes (PS3.4 C.6.2.1.2, the Study Root QIDO keys) that a
@@ -105,6 +106,8 @@ def check_uid(value: Any, field: str, where: Where) -> str:
     """
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
+    if isinstance(value, str) and value and value[-1] in " \x00":
+        value = value.rstrip(" \x00")  # binary padding to even length (PS3.5 9.1)
     if not isinstance(value, str):
         if value is None:
             raise where.error(f"{field} is missing", field)
@@ -141,6 +144,31 @@ def text(meta: Mapping[str, Any], key: str, where: Where) -> str | None:
     raise where.error(f"{key} must be a string, not {type(value).__name__}", key)
 
 
+# Dates and times as old writers spell them: ACR-NEMA's "1997.04.24" and
+# ISO's "1997-04-24" for DA, "10:20:30.5" for TM (PS3.5 6.2, the notes on
+# DA and TM); key columns hold the standard form so that ranges compare.
+_DATE_FORM = re.compile(r"(\d{4})[.\-/]?(\d{2})[.\-/]?(\d{2})")
+_TIME_FORM = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2})(\.\d{1,6})?)?)?")
+
+
+def date_key(value: str | None) -> str | None:
+    """A DA key column value: ``YYYYMMDD`` from the old forms too; other text as given."""
+    if value is None:
+        return None
+    text = value.strip()
+    found = _DATE_FORM.fullmatch(text)
+    return "".join(found.groups()) if found else text or None
+
+
+def time_key(value: str | None) -> str | None:
+    """A TM key column value: ``HHMMSS.FFFFFF`` (a prefix of it) from ``HH:MM:SS`` too."""
+    if value is None:
+        return None
+    text = value.strip()
+    found = _TIME_FORM.fullmatch(text)
+    return "".join(part for part in found.groups() if part) if found else text or None
+
+
 def person_name(meta: Mapping[str, Any], key: str, where: Where) -> str | None:
     """A person name key column: the Alphabetic group of the first name."""
     value = meta.get(key)
@@ -155,17 +183,16 @@ def person_name(meta: Mapping[str, Any], key: str, where: Where) -> str | None:
 def integer(meta: Mapping[str, Any], key: str, where: Where) -> int | None:
     """A single-valued integer key column (IS, US, UL): ints, whole floats, digit strings."""
     value = _single(meta, key, where)
-    if value is None or value == "":
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool):
         raise where.error(f"{key} must be an integer, not a boolean", key)
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
     elif isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise where.error(f"{key} must be an integer, not {value!r}", key) from None
+        value = parse_int(value)
+        if value is None:
+            raise where.error(f"{key} must be an integer, not {_single(meta, key, where)!r}", key)
     if not isinstance(value, int):
         raise where.error(f"{key} must be an integer, not {value!r}", key)
     if not _INT_MIN <= value <= _INT_MAX:
@@ -210,8 +237,8 @@ def study_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
         "study_uid": study_uid,
         "patient_id": text(meta, "PatientID", where),
         "patient_name": person_name(meta, "PatientName", where),
-        "study_date": text(meta, "StudyDate", where),
-        "study_time": text(meta, "StudyTime", where),
+        "study_date": date_key(text(meta, "StudyDate", where)),
+        "study_time": time_key(text(meta, "StudyTime", where)),
         "accession_number": text(meta, "AccessionNumber", where),
         "study_description": text(meta, "StudyDescription", where),
         "metadata": blob.decode(),
@@ -232,8 +259,8 @@ def series_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
         "modality": text(meta, "Modality", where),
         "series_number": integer(meta, "SeriesNumber", where),
         "series_description": text(meta, "SeriesDescription", where),
-        "series_date": text(meta, "SeriesDate", where),
-        "series_time": text(meta, "SeriesTime", where),
+        "series_date": date_key(text(meta, "SeriesDate", where)),
+        "series_time": time_key(text(meta, "SeriesTime", where)),
         "metadata": blob.decode(),
     }
 

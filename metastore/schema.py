@@ -182,6 +182,9 @@ ingest_jobs = Table(
     Column("lease_owner", String(128)),
     Column("lease_expires_at", DateTime(timezone=True)),
     Column("last_error", Text),
+    # The parts of the unit that could not be read on its last run ([{"series",
+    # "instance", "error"}]); the next run retries only those. NULL: none.
+    Column("failed_parts", Document),
     # +1 whenever the unit is queued again while a worker holds it: the
     # worker's completion then queues it once more instead of marking it
     # done, so a change announced mid-pull is never lost.

@@ -18,6 +18,7 @@ import secrets
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -97,12 +98,12 @@ class StaticTree:
     requests: list[str] = field(default_factory=list)
 
 
-def _tree_file(path: str) -> Path | None:
+def _tree_file(path: str, tree: Path = DATA) -> Path | None:
     """The file of the static tree that answers a request path."""
     parts = [unquote(p) for p in path.strip("/").split("/")]
     if not parts or parts[0] != "studies":
         return None
-    base = DATA.joinpath(*parts)
+    base = tree.joinpath(*parts)
     candidates = {
         1: base / "index.json.gz",  # /studies
         2: base / "index.json.gz",  # /studies/{s}
@@ -110,20 +111,21 @@ def _tree_file(path: str) -> Path | None:
         5: base / "index.json.gz",  # /studies/{s}/series/{r}/instances
     }
     if len(parts) == 5 and parts[4] == "metadata":
-        return DATA.joinpath(*parts[:4]) / "metadata.gz"
+        found = tree.joinpath(*parts[:4]) / "metadata.gz"
+        return found if found.is_file() else None
     found = candidates.get(len(parts))
     return found if found is not None and found.is_file() else None
 
 
-@pytest.fixture(scope="session")
-def static_tree() -> Iterator[StaticTree]:
-    """Serve metastore/data/static-dicomweb the way a static host does."""
+@contextmanager
+def serve_tree(tree_dir: Path) -> Iterator[StaticTree]:
+    """Serve a static DICOMweb tree (a directory laid out as the bundled one) the way a static host does."""
     tree = StaticTree(root="")
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             tree.requests.append(self.path)
-            found = _tree_file(urlsplit(self.path).path)
+            found = _tree_file(urlsplit(self.path).path, tree_dir)
             if found is None:
                 self.send_error(404)
                 return
@@ -148,3 +150,10 @@ def static_tree() -> Iterator[StaticTree]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def static_tree() -> Iterator[StaticTree]:
+    """Serve metastore/data/static-dicomweb the way a static host does."""
+    with serve_tree(DATA) as tree:
+        yield tree

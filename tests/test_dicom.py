@@ -8,6 +8,7 @@ JSON paths.
 
 from __future__ import annotations
 
+import base64
 import functools
 import gzip
 import json
@@ -37,6 +38,7 @@ from metastore.dicom import (
     tag_for_keyword,
 )
 from metastore.errors import InvalidMetadata, MetastoreError
+from metastore.quirks import KEPT_AS_WRITTEN, Quirk, Quirks
 
 STATIC_DICOMWEB = Path(__file__).parent.parent / "metastore" / "data" / "static-dicomweb"
 
@@ -50,24 +52,40 @@ ALL_VRS = tuple(sorted(vr.value for vr in VR if len(vr.value) == 2))
 def _dictionary_default_vr(tag: str) -> str | None:
     """The default VR of a tag, worked out from pydicom directly (not via the module)."""
     number = int(tag, 16)
-    if not (datadict.dictionary_has_tag(number) or datadict.mask_match(number)):
+    if number >> 16 & 1 or not (datadict.dictionary_has_tag(number) or datadict.mask_match(number)):
         return None
-    return datadict.dictionary_VR(number).split(" or ")[0]
+    vr = datadict.dictionary_VR(number).split(" or ")[0]
+    return None if vr == "NONE" else vr
 
 
 def _assert_round_trip(dataset: dict[str, Any]) -> dict[str, Any]:
-    """Naturalize, check the result's shape, and check both ways back are exact.
+    """Naturalize, check the result's shape, and check the way back.
 
-    Back directly, and back after the naturalized form went through JSON as
-    the store keeps it. Returns the naturalized data set.
+    A data set read without a deviation comes back exactly (member order
+    too), directly and after the naturalized form went through JSON as the
+    store keeps it. With deviations, what comes back is the standard form:
+    read again it counts none and naturalizes the same, and every attribute
+    that comes back different is one that, read alone, counts a deviation.
+    Returns the naturalized data set.
     """
-    natural = naturalize(dataset)
+    quirks = Quirks()
+    natural = naturalize(dataset, quirks)
     back = denaturalize(natural)
-    assert back == dataset
-    assert list(back) == list(dataset)  # member order too
     stored = orjson.loads(orjson.dumps(natural))
-    assert denaturalize(stored) == dataset
-    _assert_minimal_bookkeeping(dataset, natural)
+    assert denaturalize(stored) == back
+    if not quirks:
+        assert back == dataset
+        assert list(back) == list(dataset)  # member order too
+        _assert_minimal_bookkeeping(dataset, natural)
+        return natural
+    again = Quirks()
+    assert naturalize(back, again) == natural
+    assert set(again) <= KEPT_AS_WRITTEN, again
+    for key, element in dataset.items():
+        alone = Quirks()
+        naturalize({key: element}, alone)
+        if not alone:
+            assert back[key] == element, key
     return natural
 
 
@@ -79,23 +97,19 @@ def _expected_key(tag: str) -> str:
 
 
 def _assert_minimal_bookkeeping(dataset: dict[str, Any], natural: dict[str, Any]) -> None:
-    """``_vrMap`` / ``_nullValue`` hold exactly the entries that are needed, per item."""
+    """``_vrMap`` holds exactly the entries that are needed, per item."""
     keys = {key: _expected_key(key) for key in dataset}
     assert set(natural) - RESERVED_KEYS == set(keys.values())
     expected_vrs = {}
-    expected_nulls = []
     for key, element in dataset.items():
-        default = _dictionary_default_vr(key)
-        if element.get("vr") != default:
-            expected_vrs[keys[key]] = element.get("vr")
-        if "Value" in element and element["Value"] is None:
-            expected_nulls.append(keys[key])
-        effective = element.get("vr", default)
-        if effective == "SQ" and isinstance(element.get("Value"), list):
+        default = _dictionary_default_vr(key) or "UN"
+        if element["vr"] != default:
+            expected_vrs[keys[key]] = element["vr"]
+        if element["vr"] == "SQ" and isinstance(element.get("Value"), list):
             for item, natural_item in zip(element["Value"], natural[keys[key]], strict=True):
                 _assert_minimal_bookkeeping(item, natural_item)
     assert natural.get(VR_MAP_KEY, {}) == expected_vrs
-    assert natural.get(NULL_VALUE_KEY, []) == expected_nulls
+    assert NULL_VALUE_KEY not in natural
 
 
 # -- 1. every data set pydicom ships ---------------------------------------------
@@ -187,8 +201,8 @@ def test_real_metadata_naturalizes_as_ohif_reads_it() -> None:
     )
     assert instance["Modality"] == "CT"
     assert isinstance(instance["Rows"], int)
-    # a multi-valued string sent as one backslash-joined value stays one string
-    assert instance["ImageType"] == "ORIGINAL\\PRIMARY\\AXIAL"
+    # dcmjs sent ImageType as one backslash-joined value: split
+    assert instance["ImageType"] == ["ORIGINAL", "PRIMARY", "AXIAL"]
     assert isinstance(instance["ImagePositionPatient"], list)
 
 
@@ -349,16 +363,15 @@ def test_vr_table_covers_every_vr() -> None:
 
 # -- 4. the special cases ------------------------------------------------------------
 
+# Conformant data sets: exact round trip, no deviation counted.
 SPECIAL_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     (
-        "private tag: hex key, VR remembered",
-        {"00091010": {"vr": "LO", "Value": ["GEMS"]}, "00091011": {"InlineBinary": "AQ=="}},
+        "private tags: hex key, UN by default, another VR remembered",
+        {
+            "00091010": {"vr": "LO", "Value": ["GEMS"]},
+            "00091011": {"vr": "UN", "InlineBinary": "AQ=="},
+        },
         {"00091010": "GEMS", "00091011": {"InlineBinary": "AQ=="}, VR_MAP_KEY: {"00091010": "LO"}},
-    ),
-    (
-        "private tag in lowercase keeps its spelling",
-        {"0009ab10": {"vr": "UN", "Value": ["x"]}},
-        {"0009ab10": "x", VR_MAP_KEY: {"0009ab10": "UN"}},
     ),
     (
         "unknown public tag",
@@ -376,20 +389,6 @@ SPECIAL_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         {"60000010": 512, "60020010": 256},
     ),
     (
-        "missing vr",
-        {"00080018": {"Value": ["1.2.3"]}, "00083002": {"vr": "UN", "Value": ["1.2"]}},
-        {
-            "SOPInstanceUID": "1.2.3",
-            "AvailableTransferSyntaxUID": "1.2",
-            VR_MAP_KEY: {"SOPInstanceUID": None, "AvailableTransferSyntaxUID": "UN"},
-        },
-    ),
-    (
-        "combined VR US|SS",
-        {"00280120": {"vr": "US|SS", "Value": [0]}},
-        {"PixelPaddingValue": 0, VR_MAP_KEY: {"PixelPaddingValue": "US|SS"}},
-    ),
-    (
         "the dictionary's 'US or SS': US needs no entry, SS does",
         {"00280106": {"vr": "US", "Value": [0]}, "00280107": {"vr": "SS", "Value": [-5]}},
         {
@@ -399,68 +398,55 @@ SPECIAL_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         },
     ),
     (
-        "the dictionary's 'OB or OW': OB needs no entry, OW and OB|OW do",
+        "the dictionary's 'OB or OW': OB needs no entry, OW does",
         {
             "7FE00010": {"vr": "OW", "BulkDataURI": "frames"},
             "54000110": {"vr": "OB", "InlineBinary": "AA=="},
-            "54000112": {"vr": "OB|OW", "InlineBinary": "AA=="},
         },
         {
             "PixelData": {"BulkDataURI": "frames"},
             "ChannelMinimumValue": {"InlineBinary": "AA=="},
-            "ChannelMaximumValue": {"InlineBinary": "AA=="},
-            VR_MAP_KEY: {"PixelData": "OW", "ChannelMaximumValue": "OB|OW"},
+            VR_MAP_KEY: {"PixelData": "OW"},
         },
     ),
     (
-        "no Value, Value null and Value [] stay apart",
-        {
-            "00100010": {"vr": "PN"},
-            "00100020": {"vr": "LO", "Value": None},
-            "00100030": {"vr": "DA", "Value": []},
-        },
-        {
-            "PatientName": None,
-            "PatientID": None,
-            "PatientBirthDate": [],
-            NULL_VALUE_KEY: ["PatientID"],
-        },
-    ),
-    (
-        "an attribute with nothing at all",
-        {"00100010": {}},
-        {"PatientName": None, VR_MAP_KEY: {"PatientName": None}},
+        "empty attributes",
+        {"00100010": {"vr": "PN"}, "00100020": {"vr": "LO"}, "00081115": {"vr": "SQ"}},
+        {"PatientName": None, "PatientID": None, "ReferencedSeriesSequence": None},
     ),
     (
         "empty values inside a multi-valued attribute (PS3.18 F.2.5)",
         {
             "00080008": {"vr": "CS", "Value": ["ORIGINAL", None]},
-            "00081160": {"vr": "IS", "Value": [None]},
+            "00081160": {"vr": "IS", "Value": [None, 2]},
+            "00081050": {"vr": "PN", "Value": [None, {"Alphabetic": "A"}]},
         },
-        {"ImageType": ["ORIGINAL", None], "ReferencedFrameNumber": [None]},
+        {
+            "ImageType": ["ORIGINAL", None],
+            "ReferencedFrameNumber": [None, 2],
+            "PerformingPhysicianName": [None, {"Alphabetic": "A"}],
+        },
     ),
     (
         "InlineBinary and BulkDataURI",
         {
             "00420011": {"vr": "OB", "InlineBinary": "JVBERi0="},
             "7FE00010": {"vr": "OB", "BulkDataURI": "series/1/bulk"},
+            "00281050": {"vr": "DS", "BulkDataURI": "series/1/window"},
         },
         {
             "EncapsulatedDocument": {"InlineBinary": "JVBERi0="},
             "PixelData": {"BulkDataURI": "series/1/bulk"},
+            "WindowCenter": {"BulkDataURI": "series/1/window"},
         },
     ),
     (
-        "a lone object or array inside a non-sequence Value keeps its list",
+        "a lone object or array inside a UN Value keeps its list",
         {
             "00091001": {"vr": "UN", "Value": [{"InlineBinary": "AA=="}]},
             "00091002": {"vr": "UN", "Value": [["a"]]},
         },
-        {
-            "00091001": [{"InlineBinary": "AA=="}],
-            "00091002": [["a"]],
-            VR_MAP_KEY: {"00091001": "UN", "00091002": "UN"},
-        },
+        {"00091001": [{"InlineBinary": "AA=="}], "00091002": [["a"]]},
     ),
     (
         "nested sequences, each item with its own _vrMap",
@@ -470,9 +456,12 @@ SPECIAL_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
                 "Value": [
                     {"0040A010": {"vr": "CS", "Value": ["CONTAINS"]}},
                     {
-                        "0040A043": {"vr": "SQ", "Value": [{"00080100": {"Value": ["121071"]}}]},
+                        "0040A043": {
+                            "vr": "SQ",
+                            "Value": [{"00080100": {"vr": "SH", "Value": ["121071"]}}],
+                        },
                         "00091010": {"vr": "LO", "Value": ["x"]},
-                        "0040A160": {"vr": "UT", "Value": None},
+                        "0040A160": {"vr": "UT"},
                     },
                 ],
             }
@@ -481,37 +470,18 @@ SPECIAL_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "ContentSequence": [
                 {"RelationshipType": "CONTAINS"},
                 {
-                    "ConceptNameCodeSequence": [
-                        {"CodeValue": "121071", VR_MAP_KEY: {"CodeValue": None}}
-                    ],
+                    "ConceptNameCodeSequence": [{"CodeValue": "121071"}],
                     "00091010": "x",
                     "TextValue": None,
                     VR_MAP_KEY: {"00091010": "LO"},
-                    NULL_VALUE_KEY: ["TextValue"],
                 },
             ]
         },
     ),
     (
         "a sequence with one item is still a list; an empty one is []",
-        {
-            "00081115": {"vr": "SQ", "Value": [{}]},
-            "00081140": {"vr": "SQ", "Value": []},
-            "00082112": {"vr": "SQ"},
-        },
-        {
-            "ReferencedSeriesSequence": [{}],
-            "ReferencedImageSequence": [],
-            "SourceImageSequence": None,
-        },
-    ),
-    (
-        "a sequence without vr is still read as a sequence",
-        {"00081115": {"Value": [{"0020000E": {"vr": "UI", "Value": ["1.2"]}}]}},
-        {
-            "ReferencedSeriesSequence": [{"SeriesInstanceUID": "1.2"}],
-            VR_MAP_KEY: {"ReferencedSeriesSequence": None},
-        },
+        {"00081115": {"vr": "SQ", "Value": [{}]}, "00081140": {"vr": "SQ", "Value": []}},
+        {"ReferencedSeriesSequence": [{}], "ReferencedImageSequence": []},
     ),
     (
         "a private sequence",
@@ -522,22 +492,38 @@ SPECIAL_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         },
     ),
     (
-        "PN as given, even with one value and only some groups",
+        "PN with only some groups, or Ideographic only",
         {
             "00100010": {"vr": "PN", "Value": [{"Ideographic": "山田^太郎"}]},
-            "00080090": {"vr": "PN", "Value": ["Doe^John"]},
+            "00080090": {"vr": "PN", "Value": [{"Alphabetic": "Doe^John", "Phonetic": "ドー"}]},
         },
-        {"PatientName": [{"Ideographic": "山田^太郎"}], "ReferringPhysicianName": ["Doe^John"]},
+        {
+            "PatientName": [{"Ideographic": "山田^太郎"}],
+            "ReferringPhysicianName": [{"Alphabetic": "Doe^John", "Phonetic": "ドー"}],
+        },
     ),
     (
-        "a backslash-joined multi-valued string stays one string",
-        {"00080008": {"vr": "CS", "Value": ["ORIGINAL\\PRIMARY\\AXIAL"]}},
-        {"ImageType": "ORIGINAL\\PRIMARY\\AXIAL"},
+        "a backslash in LT, ST, UT, UR and in single-valued attributes is text",
+        {
+            "00080081": {"vr": "ST", "Value": ["1 Main St\\Springfield"]},
+            "00081030": {"vr": "LO", "Value": ["A\\B"]},
+        },
+        {"InstitutionAddress": "1 Main St\\Springfield", "StudyDescription": "A\\B"},
     ),
     (
-        "numbers are not re-typed",
-        {"00280030": {"vr": "DS", "Value": [0.7, "0.7"]}, "00200013": {"vr": "IS", "Value": [1.0]}},
-        {"PixelSpacing": [0.7, "0.7"], "InstanceNumber": 1.0},
+        "DS, IS, SV, UV keep their form (numbers or strings, PS3.18 F.2.3)",
+        {
+            "00280030": {"vr": "DS", "Value": [0.7, " 0.70 "]},
+            "00200013": {"vr": "IS", "Value": [1.0]},
+            "00180050": {"vr": "DS", "Value": ["1e-3"]},
+            "00720082": {"vr": "SV", "Value": ["-9007199254740993"]},
+        },
+        {
+            "PixelSpacing": [0.7, " 0.70 "],
+            "InstanceNumber": 1.0,
+            "SliceThickness": "1e-3",
+            "SelectorSVValue": "-9007199254740993",
+        },
     ),
 ]
 
@@ -546,23 +532,364 @@ SPECIAL_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("dataset", "natural"), [c[1:] for c in SPECIAL_CASES], ids=[c[0] for c in SPECIAL_CASES]
 )
 def test_special_case(dataset: dict[str, Any], natural: dict[str, Any]) -> None:
-    assert naturalize(dataset) == natural
+    quirks = Quirks()
+    assert naturalize(dataset, quirks) == natural
+    assert not quirks, quirks
     assert denaturalize(natural) == dataset
     _assert_round_trip(dataset)
 
 
-def test_missing_vr_comes_back_without_vr_key() -> None:
-    back = denaturalize(
-        naturalize({"00080018": {"Value": ["1.2.3"]}, "00091010": {"Value": ["x"]}})
-    )
-    assert back == {"00080018": {"Value": ["1.2.3"]}, "00091010": {"Value": ["x"]}}
-    assert "vr" not in back["00080018"] and "vr" not in back["00091010"]
+# Deviations: (name, input, naturalized, standard form written back, counts).
+QuirkCase = tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], dict[Quirk, int]]
+QUIRK_CASES: list[QuirkCase] = [
+    (
+        "dcmjs' bare AT string inside a sequence",
+        {"00209222": {"vr": "SQ", "Value": [{"00209165": {"vr": "AT", "Value": "0062000b"}}]}},
+        {"DimensionIndexSequence": [{"DimensionIndexPointer": "0062000B"}]},
+        {"00209222": {"vr": "SQ", "Value": [{"00209165": {"vr": "AT", "Value": ["0062000B"]}}]}},
+        {Quirk.BARE_VALUE: 1, Quirk.AT_FORM: 1},
+    ),
+    (
+        "AT forms",
+        {"00000901": {"vr": "AT", "Value": ["(0010,0010)", "0010,0020", 0x00100030, "PatientSex"]}},
+        {"OffendingElement": ["00100010", "00100020", "00100030", "00100040"]},
+        {"00000901": {"vr": "AT", "Value": ["00100010", "00100020", "00100030", "00100040"]}},
+        {Quirk.AT_FORM: 4},
+    ),
+    (
+        "bare values of every kind",
+        {
+            "00280010": {"vr": "US", "Value": 512},
+            "00100010": {"vr": "PN", "Value": {"Alphabetic": "Doe^Jane"}},
+            "00080060": {"vr": "CS", "Value": "CT"},
+            "00081115": {"vr": "SQ", "Value": {"0020000E": {"vr": "UI", "Value": "1.2"}}},
+        },
+        {
+            "Rows": 512,
+            "PatientName": [{"Alphabetic": "Doe^Jane"}],
+            "Modality": "CT",
+            "ReferencedSeriesSequence": [{"SeriesInstanceUID": "1.2"}],
+        },
+        {
+            "00280010": {"vr": "US", "Value": [512]},
+            "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]},
+            "00080060": {"vr": "CS", "Value": ["CT"]},
+            "00081115": {"vr": "SQ", "Value": [{"0020000E": {"vr": "UI", "Value": ["1.2"]}}]},
+        },
+        {Quirk.BARE_VALUE: 4, Quirk.BARE_ITEM: 1},
+    ),
+    (
+        "null, [null], [], empty strings",
+        {
+            "00100020": {"vr": "LO", "Value": None},
+            "00100030": {"vr": "DA", "Value": [None]},
+            "00100040": {"vr": "CS", "Value": []},
+            "00081030": {"vr": "LO", "Value": [""]},
+            "00080008": {"vr": "CS", "Value": ["DERIVED", "", "M"]},
+        },
+        {
+            "PatientID": None,
+            "PatientBirthDate": None,
+            "PatientSex": None,
+            "StudyDescription": None,
+            "ImageType": ["DERIVED", None, "M"],
+        },
+        {
+            "00100020": {"vr": "LO"},
+            "00100030": {"vr": "DA"},
+            "00100040": {"vr": "CS"},
+            "00081030": {"vr": "LO"},
+            "00080008": {"vr": "CS", "Value": ["DERIVED", None, "M"]},
+        },
+        {Quirk.NULL_VALUE: 1, Quirk.LONE_NULL: 1, Quirk.EMPTY_ARRAY: 1, Quirk.EMPTY_STRING: 2},
+    ),
+    (
+        "numbers as strings, strings as numbers, whole floats",
+        {
+            "00280010": {"vr": "US", "Value": [" 512 "]},
+            "00186020": {"vr": "SL", "Value": ["-12"]},
+            "00109431": {"vr": "FL", "Value": ["3.25"]},
+            "00081163": {"vr": "FD", "Value": ["0", "1.5e2"]},
+            "00280011": {"vr": "US", "Value": [256.0]},
+            "00080050": {"vr": "SH", "Value": [12345]},
+            "00081030": {"vr": "LO", "Value": [1.5]},
+        },
+        {
+            "Rows": 512,
+            "ReferencePixelX0": -12,
+            "ExaminedBodyThickness": 3.25,
+            "TimeRange": [0, 150.0],
+            "Columns": 256,
+            "AccessionNumber": "12345",
+            "StudyDescription": "1.5",
+        },
+        {
+            "00280010": {"vr": "US", "Value": [512]},
+            "00186020": {"vr": "SL", "Value": [-12]},
+            "00109431": {"vr": "FL", "Value": [3.25]},
+            "00081163": {"vr": "FD", "Value": [0, 150.0]},
+            "00280011": {"vr": "US", "Value": [256]},
+            "00080050": {"vr": "SH", "Value": ["12345"]},
+            "00081030": {"vr": "LO", "Value": ["1.5"]},
+        },
+        {Quirk.NUMBER_AS_STRING: 5, Quirk.WHOLE_FLOAT: 1, Quirk.STRING_AS_NUMBER: 2},
+    ),
+    (
+        "vr missing, empty, lowercase, unknown, combined",
+        {
+            "00080018": {"Value": ["1.2.3"]},
+            "00091011": {"Value": ["abc"]},
+            "00080060": {"vr": "", "Value": ["CT"]},
+            "00081115": {"vr": "sq", "Value": [{"0020000E": {"vr": "ui", "Value": ["1.2"]}}]},
+            "00080070": {"vr": "XX", "Value": ["ACME"]},
+            "00091012": {"vr": 7, "InlineBinary": "AQ=="},
+            "00280120": {"vr": "US|SS", "Value": [0]},
+            "7FE00010": {"vr": "OB|OW", "BulkDataURI": "frames"},
+            "00190010": {"InlineBinary": "R0VNUw=="},
+        },
+        {
+            "SOPInstanceUID": "1.2.3",
+            "00091011": "abc",
+            "Modality": "CT",
+            "ReferencedSeriesSequence": [{"SeriesInstanceUID": "1.2"}],
+            "Manufacturer": "ACME",
+            "00091012": {"InlineBinary": "AQ=="},
+            "PixelPaddingValue": 0,
+            "PixelData": {"BulkDataURI": "frames"},
+            "00190010": {"InlineBinary": "R0VNUw=="},
+        },
+        {
+            "00080018": {"vr": "UI", "Value": ["1.2.3"]},
+            "00091011": {"vr": "UN", "Value": ["abc"]},
+            "00080060": {"vr": "CS", "Value": ["CT"]},
+            "00081115": {"vr": "SQ", "Value": [{"0020000E": {"vr": "UI", "Value": ["1.2"]}}]},
+            "00080070": {"vr": "LO", "Value": ["ACME"]},
+            "00091012": {"vr": "UN", "InlineBinary": "AQ=="},
+            "00280120": {"vr": "US", "Value": [0]},
+            "7FE00010": {"vr": "OB", "BulkDataURI": "frames"},
+            "00190010": {"vr": "UN", "InlineBinary": "R0VNUw=="},
+        },
+        {
+            Quirk.VR_MISSING: 3,
+            Quirk.VR_EMPTY: 1,
+            Quirk.VR_LOWERCASE: 2,
+            Quirk.VR_UNKNOWN: 2,
+            Quirk.VR_COMBINED: 2,
+        },
+    ),
+    (
+        "a combined US|SS follows PixelRepresentation; a private sequence without vr",
+        {
+            "00280103": {"vr": "US", "Value": [1]},
+            "00280120": {"vr": "US|SS", "InlineBinary": "AIA="},
+            "00091020": {"Value": [{"00080060": {"vr": "CS", "Value": ["MR"]}}]},
+        },
+        {
+            "PixelRepresentation": 1,
+            "PixelPaddingValue": -32768,
+            "00091020": [{"Modality": "MR"}],
+            VR_MAP_KEY: {"PixelPaddingValue": "SS", "00091020": "SQ"},
+        },
+        {
+            "00280103": {"vr": "US", "Value": [1]},
+            "00280120": {"vr": "SS", "Value": [-32768]},
+            "00091020": {"vr": "SQ", "Value": [{"00080060": {"vr": "CS", "Value": ["MR"]}}]},
+        },
+        {
+            Quirk.VR_COMBINED: 1,
+            Quirk.INLINE_BINARY_DECODED: 1,
+            Quirk.VR_MISSING: 1,
+            Quirk.VR_INFERRED_SQ: 1,
+        },
+    ),
+    (
+        "InlineBinary on value VRs is decoded; BulkDataURI on a CS is kept",
+        {
+            "00700052": {"vr": "SL", "InlineBinary": "AQAAAAEAAAA="},
+            "00080008": {"vr": "CS", "InlineBinary": "T1JJR0lOQUxcUFJJTUFSWSA="},
+            "00100010": {"vr": "PN", "InlineBinary": "RG9lXkphbmU="},
+            "00209165": {"vr": "AT", "InlineBinary": "YgALAA=="},
+            "00080060": {"vr": "CS", "BulkDataURI": "bulk/modality"},
+        },
+        {
+            "DisplayedAreaTopLeftHandCorner": [1, 1],
+            "ImageType": ["ORIGINAL", "PRIMARY"],
+            "PatientName": [{"Alphabetic": "Doe^Jane"}],
+            "DimensionIndexPointer": "0062000B",
+            "Modality": {"BulkDataURI": "bulk/modality"},
+        },
+        {
+            "00700052": {"vr": "SL", "Value": [1, 1]},
+            "00080008": {"vr": "CS", "Value": ["ORIGINAL", "PRIMARY"]},
+            "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]},
+            "00209165": {"vr": "AT", "Value": ["0062000B"]},
+            "00080060": {"vr": "CS", "BulkDataURI": "bulk/modality"},
+        },
+        {Quirk.INLINE_BINARY_DECODED: 4, Quirk.BULKDATA_ON_VALUE_VR: 1},
+    ),
+    (
+        "lowercase and parenthesized tags; the same tag twice with equal content",
+        {
+            "0020000d": {"vr": "UI", "Value": ["1.2"]},
+            "0009ab10": {"vr": "LO", "Value": ["x"]},
+            "(0010,0020)": {"vr": "LO", "Value": ["P1"]},
+            "00100020": {"vr": "LO", "Value": ["P1"]},
+        },
+        {
+            "StudyInstanceUID": "1.2",
+            "0009AB10": "x",
+            "PatientID": "P1",
+            VR_MAP_KEY: {"0009AB10": "LO"},
+        },
+        {
+            "0020000D": {"vr": "UI", "Value": ["1.2"]},
+            "0009AB10": {"vr": "LO", "Value": ["x"]},
+            "00100020": {"vr": "LO", "Value": ["P1"]},
+        },
+        {Quirk.LOWERCASE_TAG: 2, Quirk.TAG_FORM: 1, Quirk.DUPLICATE_TAG: 1},
+    ),
+    (
+        "PN as strings, lowercase and null groups",
+        {
+            "00100010": {"vr": "PN", "Value": ["Yamada^Tarou=山田^太郎=やまだ^たろう"]},
+            "00081050": {"vr": "PN", "Value": ["A^B\\C^D"]},
+            "00080090": {"vr": "PN", "Value": [{"alphabetic": "Doe", "Ideographic": None}]},
+        },
+        {
+            "PatientName": [
+                {
+                    "Alphabetic": "Yamada^Tarou",
+                    "Ideographic": "山田^太郎",
+                    "Phonetic": "やまだ^たろう",
+                }
+            ],
+            "PerformingPhysicianName": [{"Alphabetic": "A^B"}, {"Alphabetic": "C^D"}],
+            "ReferringPhysicianName": [{"Alphabetic": "Doe"}],
+        },
+        {
+            "00100010": {
+                "vr": "PN",
+                "Value": [
+                    {
+                        "Alphabetic": "Yamada^Tarou",
+                        "Ideographic": "山田^太郎",
+                        "Phonetic": "やまだ^たろう",
+                    }
+                ],
+            },
+            "00081050": {"vr": "PN", "Value": [{"Alphabetic": "A^B"}, {"Alphabetic": "C^D"}]},
+            "00080090": {"vr": "PN", "Value": [{"Alphabetic": "Doe"}]},
+        },
+        {Quirk.PN_STRING: 2, Quirk.BACKSLASH_JOINED: 1, Quirk.PN_GROUP: 1},
+    ),
+    (
+        "backslash-joined values where several are due",
+        {
+            "00080008": {"vr": "CS", "Value": ["ORIGINAL\\PRIMARY\\AXIAL"]},
+            "00200032": {"vr": "DS", "Value": ["-125\\-125.5\\1e1"]},
+            "00280030": {"vr": "DS", "Value": [0.5, 0.5]},
+            "00081160": {"vr": "IS", "Value": ["1\\2"]},
+            "00280009": {"vr": "AT", "Value": ["00181063\\00181065"]},
+        },
+        {
+            "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"],
+            "ImagePositionPatient": ["-125", "-125.5", "1e1"],
+            "PixelSpacing": [0.5, 0.5],
+            "ReferencedFrameNumber": ["1", "2"],
+            "FrameIncrementPointer": ["00181063", "00181065"],
+        },
+        {
+            "00080008": {"vr": "CS", "Value": ["ORIGINAL", "PRIMARY", "AXIAL"]},
+            "00200032": {"vr": "DS", "Value": ["-125", "-125.5", "1e1"]},
+            "00280030": {"vr": "DS", "Value": [0.5, 0.5]},
+            "00081160": {"vr": "IS", "Value": ["1", "2"]},
+            "00280009": {"vr": "AT", "Value": ["00181063", "00181065"]},
+        },
+        {Quirk.BACKSLASH_JOINED: 4},
+    ),
+    (
+        "old date and time forms are counted and kept (key columns normalize them)",
+        {
+            "00080020": {"vr": "DA", "Value": ["1997.04.24"]},
+            "00080030": {"vr": "TM", "Value": ["10:20:30"]},
+        },
+        {"StudyDate": "1997.04.24", "StudyTime": "10:20:30"},
+        {
+            "00080020": {"vr": "DA", "Value": ["1997.04.24"]},
+            "00080030": {"vr": "TM", "Value": ["10:20:30"]},
+        },
+        {Quirk.DATE_FORM: 1, Quirk.TIME_FORM: 1},
+    ),
+    (
+        "padded UIDs, extra members, several value members",
+        {
+            "0020000D": {"vr": "UI", "Value": ["1.2.3\x00"], "keyword": "StudyInstanceUID"},
+            "00080060": {"vr": "CS", "Value": ["CT"], "BulkDataURI": "bulk/x"},
+            "7FE00010": {"vr": "OB", "InlineBinary": "AA==", "BulkDataURI": "frames"},
+        },
+        {"StudyInstanceUID": "1.2.3", "Modality": "CT", "PixelData": {"InlineBinary": "AA=="}},
+        {
+            "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+            "00080060": {"vr": "CS", "Value": ["CT"]},
+            "7FE00010": {"vr": "OB", "InlineBinary": "AA=="},
+        },
+        {Quirk.UID_PADDING: 1, Quirk.EXTRA_MEMBER: 1, Quirk.CONFLICTING_MEMBERS: 2},
+    ),
+]
 
 
-def test_lowercase_tag_of_a_keyword_is_normalized() -> None:
-    natural = naturalize({"0020000d": {"vr": "UI", "Value": ["1.2"]}})
-    assert natural == {"StudyInstanceUID": "1.2"}
-    assert denaturalize(natural) == {"0020000D": {"vr": "UI", "Value": ["1.2"]}}
+@pytest.mark.parametrize(
+    ("dataset", "natural", "standard", "counts"),
+    [c[1:] for c in QUIRK_CASES],
+    ids=[c[0] for c in QUIRK_CASES],
+)
+def test_quirk_case(
+    dataset: dict[str, Any],
+    natural: dict[str, Any],
+    standard: dict[str, Any],
+    counts: dict[Quirk, int],
+) -> None:
+    quirks = Quirks()
+    assert naturalize(dataset, quirks) == natural
+    assert quirks == Quirks(counts)
+    assert denaturalize(natural) == standard
+    again = Quirks()
+    assert naturalize(standard, again) == natural  # the standard form reads without a deviation
+    # ... but for what it keeps as written: a reference, old date and time forms
+    assert set(again) <= KEPT_AS_WRITTEN, again
+
+
+def test_quirk_cases_cover_every_kind() -> None:
+    counted = {kind for case in QUIRK_CASES for kind in case[4]}
+    assert counted == set(Quirk)
+
+
+def test_earlier_bookkeeping_is_written_in_the_standard_form() -> None:
+    stored = {
+        "PatientID": None,
+        "SOPInstanceUID": "1.2",
+        "00091010": "x",
+        "PixelPaddingValue": 0,
+        NULL_VALUE_KEY: ["PatientID"],
+        VR_MAP_KEY: {"SOPInstanceUID": None, "00091010": None, "PixelPaddingValue": "US|SS"},
+    }
+    assert denaturalize(stored) == {
+        "00100020": {"vr": "LO"},
+        "00080018": {"vr": "UI", "Value": ["1.2"]},
+        "00091010": {"vr": "UN", "Value": ["x"]},
+        "00280120": {"vr": "US", "Value": [0]},
+    }
+
+
+def test_quirks_counter() -> None:
+    quirks = Quirks()
+    assert not quirks and str(quirks) == "none"
+    quirks.add(Quirk.VR_MISSING, 3)
+    quirks.update(Quirks({Quirk.AT_FORM: 1, "vr missing": 2}))
+    quirks.update([Quirk.AT_FORM])
+    assert quirks[Quirk.VR_MISSING] == 5 and quirks.total() == 7
+    assert quirks.as_dict() == {"vr missing": 5, "AT form": 2}
+    assert str(quirks) == "vr missing 5, AT form 2"
 
 
 def test_naturalize_copies_the_input() -> None:
@@ -589,7 +916,7 @@ def test_denaturalize_hand_built_metadata() -> None:
         "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]},
         "00081115": {"vr": "SQ", "Value": [{"0020000E": {"vr": "UI", "Value": ["1.2"]}}]},
         "00280010": {"vr": "US", "Value": [512]},
-        "00091010": {"Value": ["private"]},
+        "00091010": {"vr": "UN", "Value": ["private"]},
         "0020000E": {"vr": "UI", "Value": ["1.3"]},
     }
 
@@ -651,82 +978,76 @@ def test_person_name_text(value: Any, text: str | None) -> None:
     assert person_name_text(value) == text
 
 
-# -- 5. property: arbitrary DICOM JSON round-trips exactly --------------------------
+# -- 5. property: arbitrary conformant DICOM JSON round-trips exactly -----------------
 
 _DICTIONARY_TAGS = sorted(f"{tag:08X}" for tag in datadict.keyword_dict.values())
-_INTS = {"SL", "SS", "UL", "US", "SV", "UV", "IS"}
-_FLOATS = {"FL", "FD", "DS"}
+_BINARY = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+_BULK = _BINARY | {"DS", "FL", "FD", "IS", "LT", "SL", "SS", "ST", "SV", "UC", "UL", "UR", "US"}
+_BULK |= {"UT", "UV"}
 
-_text = st.text(max_size=12)
+_text = st.text(min_size=1, max_size=12).filter(lambda t: "\\" not in t)
 _int = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 # JSON (RFC 8259) has no infinities or NaN, so neither has the DICOM JSON model.
 _float = st.floats(allow_nan=False, allow_infinity=False)
 _person_name = st.fixed_dictionaries(
     {}, optional={"Alphabetic": _text, "Ideographic": _text, "Phonetic": _text}
 )
-# valid JSON that is no DICOM value: must survive all the same
-_odd = st.one_of(
-    st.just({"InlineBinary": "AA=="}),
-    st.lists(_text, max_size=2),
-    st.dictionaries(_text, _int, max_size=2),
-)
+_base64 = st.binary(max_size=8).map(lambda raw: base64.b64encode(raw).decode())
 
 _tags = st.one_of(
     st.sampled_from(_DICTIONARY_TAGS),
     st.sampled_from(["60000010", "60023000", "50000005", "00180061", "00080000"]),
     st.builds(lambda g, e: f"{g | 1:04X}{e:04X}", st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)),
-    st.builds(lambda g, e: f"{g | 1:04x}{e:04x}", st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)),
-    st.builds(
-        lambda g, e: f"{g & 0xFFFE:04X}{e:04X}", st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)
-    ),
 )
 
 
-def _values(vr: str | None, depth: int) -> st.SearchStrategy[list[Any]]:
-    """A ``Value`` array fitting ``vr``, with empty (null) values now and then."""
+def _item(vr: str) -> st.SearchStrategy[Any]:
+    """One conformant value of a VR (PS3.18 F.2.3)."""
+    if vr == "PN":
+        return _person_name
+    if vr == "AT":
+        return st.integers(0, 0xFFFFFFFF).map(lambda tag: f"{tag:08X}")
+    if vr in {"SV", "UV"}:
+        return st.one_of(_int, _int.map(str))
+    if vr in {"SL", "SS", "UL", "US"}:
+        return _int
+    if vr in {"FL", "FD"}:
+        return st.one_of(_float, _int)
+    if vr in {"DS", "IS"}:
+        return st.one_of(_float, _int, _text)
+    if vr == "UI":
+        return _text.filter(lambda t: t[-1] not in " \x00")
+    if vr in {"LT", "ST", "UT", "UR"}:
+        return st.text(min_size=1, max_size=12)  # a backslash is text here
+    return _text
+
+
+def _values(vr: str, depth: int) -> st.SearchStrategy[list[Any]]:
+    """A conformant ``Value`` array: null only as one of several values (F.2.5)."""
     if vr == "SQ":
         if depth <= 0:
             return st.lists(st.just({}), max_size=1)
         return st.lists(_datasets(depth - 1), max_size=2)
-    if vr == "PN":
-        item: st.SearchStrategy[Any] = st.one_of(_person_name, _text)  # strings: not DICOM, kept
-    elif vr in _INTS:
-        item = _int if vr != "IS" else st.one_of(_int, _text)
-    elif vr in _FLOATS:
-        item = st.one_of(_float, _int, _text) if vr == "DS" else st.one_of(_float, _int)
-    elif vr in ALL_VRS:
-        item = _text
-    else:  # no or an unknown VR: anything JSON
-        item = st.one_of(_text, _int, _float, _odd)
-    return st.lists(st.one_of(item, st.none()), max_size=3)
-
-
-_ABSENT = object()
+    one = st.lists(_item(vr), min_size=1, max_size=1)
+    several = st.lists(st.one_of(_item(vr), st.none()), min_size=2, max_size=3)
+    return st.one_of(one, several)
 
 
 def _element(tag: str, depth: int) -> st.SearchStrategy[dict[str, Any]]:
     default = _dictionary_default_vr(tag)
-    vrs: list[st.SearchStrategy[Any]] = [
-        st.just(_ABSENT),
-        st.sampled_from(ALL_VRS),
-        st.sampled_from(["US|SS", "OB|OW"]),
-    ]
-    if default is not None:
-        vrs.append(st.just(default))
+    vrs = st.sampled_from(ALL_VRS) if default is None else st.sampled_from([default, *ALL_VRS])
 
-    def build(vr: Any) -> st.SearchStrategy[dict[str, Any]]:
-        head = {} if vr is _ABSENT else {"vr": vr}
-        effective = default if vr is _ABSENT else vr
-        body = st.one_of(
-            st.just({}),
-            st.just({"Value": None}),
-            _values(effective, depth).map(lambda value: {"Value": value}),
-            _text.map(lambda text: {"InlineBinary": text}),
-            _text.map(lambda text: {"BulkDataURI": text}),
-        )
-        return body.map(lambda members: {**head, **members})
+    def build(vr: str) -> st.SearchStrategy[dict[str, Any]]:
+        bodies: list[st.SearchStrategy[dict[str, Any]]] = [st.just({})]
+        if vr in _BINARY:
+            bodies.append(_base64.map(lambda data: {"InlineBinary": data}))
+        else:
+            bodies.append(_values(vr, depth).map(lambda value: {"Value": value}))
+        if vr in _BULK:
+            bodies.append(_text.map(lambda uri: {"BulkDataURI": uri}))
+        return st.one_of(*bodies).map(lambda members: {"vr": vr, **members})
 
-    return st.one_of(*vrs).flatmap(build)
+    return vrs.flatmap(build)
 
 
 @functools.cache
@@ -738,9 +1059,13 @@ def _datasets(depth: int) -> st.SearchStrategy[dict[str, Any]]:
     return st.lists(_tags, max_size=6, unique=True).flatmap(build)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_datasets(2))
-def test_property_round_trip(dataset: dict[str, Any]) -> None:
+def test_property_conformant_round_trip(dataset: dict[str, Any]) -> None:
+    quirks = Quirks()
+    natural = naturalize(dataset, quirks)
+    assert not quirks, quirks
+    assert denaturalize(natural) == dataset
     _assert_round_trip(dataset)
 
 
@@ -753,15 +1078,42 @@ NATURALIZE_ERRORS: list[tuple[str, Any, str]] = [
     ("a keyword as key", {"PatientName": {"vr": "PN"}}, "PatientName"),
     ("key not a string", {0x00100010: {"vr": "PN"}}, "1048592"),
     ("attribute not an object", {"00100010": "Doe^Jane"}, "00100010"),
-    ("vr not a string", {"00100010": {"vr": 5}}, "00100010.vr"),
-    ("vr null", {"00100010": {"vr": None}}, "00100010.vr"),
-    ("Value not an array", {"00100020": {"vr": "LO", "Value": "x"}}, "00100020.Value"),
+    ("an object as a CS", {"00080060": {"vr": "CS", "Value": [{"x": 1}]}}, "00080060.Value[0]"),
     (
-        "two value members",
-        {"7FE00010": {"vr": "OB", "InlineBinary": "AA==", "BulkDataURI": "x"}},
-        "7FE00010",
+        "a boolean as a string",
+        {"00080060": {"vr": "CS", "Value": ["CT", True]}},
+        "00080060.Value[1]",
     ),
-    ("unknown member", {"00100020": {"vr": "LO", "Value": ["x"], "extra": 1}}, "00100020"),
+    ("text that is no number", {"00280010": {"vr": "US", "Value": ["wide"]}}, "00280010.Value[0]"),
+    ("a fraction as an integer", {"00280010": {"vr": "US", "Value": [1.5]}}, "00280010.Value[0]"),
+    ("not a tag as AT", {"00209165": {"vr": "AT", "Value": ["nope"]}}, "00209165.Value[0]"),
+    ("an AT out of range", {"00209165": {"vr": "AT", "Value": [-1]}}, "00209165.Value[0]"),
+    ("a number as PN", {"00100010": {"vr": "PN", "Value": [5]}}, "00100010.Value[0]"),
+    (
+        "an unknown PN group",
+        {"00100010": {"vr": "PN", "Value": [{"Nickname": "x"}]}},
+        "00100010.Value[0].Nickname",
+    ),
+    (
+        "InlineBinary not base64",
+        {"00280010": {"vr": "US", "InlineBinary": "@@"}},
+        "00280010.InlineBinary",
+    ),
+    (
+        "InlineBinary not whole values",
+        {"00280010": {"vr": "US", "InlineBinary": "AAAA"}},
+        "00280010.InlineBinary",
+    ),
+    (
+        "InlineBinary not a string",
+        {"7FE00010": {"vr": "OB", "InlineBinary": 5}},
+        "7FE00010.InlineBinary",
+    ),
+    (
+        "BulkDataURI not a string",
+        {"7FE00010": {"vr": "OB", "BulkDataURI": []}},
+        "7FE00010.BulkDataURI",
+    ),
     ("item not an object", {"0040A730": {"vr": "SQ", "Value": [{}, {}, "x"]}}, "0040A730.Value[2]"),
     (
         "attribute in an item",
@@ -773,7 +1125,11 @@ NATURALIZE_ERRORS: list[tuple[str, Any, str]] = [
         {"0040A730": {"vr": "SQ", "Value": [{"0040A730": {"Value": [{}, {"bad": {}}]}}]}},
         "0040A730.Value[0].0040A730.Value[1].bad",
     ),
-    ("the same tag twice", {"0020000D": {"vr": "UI"}, "0020000d": {"vr": "UI"}}, "0020000d"),
+    (
+        "the same tag twice, different content",
+        {"0020000D": {"vr": "UI", "Value": ["1"]}, "0020000d": {"vr": "UI", "Value": ["2"]}},
+        "0020000d",
+    ),
 ]
 
 

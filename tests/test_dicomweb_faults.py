@@ -13,7 +13,8 @@ import pytest
 from helpers import DATA, read_gz
 
 from metastore import MetaStore, SourceError
-from metastore.errors import BadResponse, InvalidMetadata, SourceRefused, SourceUnavailable
+from metastore.errors import BadResponse, SourceRefused, SourceUnavailable
+from metastore.quirks import Quirk
 from metastore.sources import SourceConfig
 from metastore.sources import dicomweb as dicomweb_module
 from metastore.sources.dicomweb import DicomWebSource
@@ -191,21 +192,39 @@ def test_every_httpx_error_becomes_a_source_error(delays: list[float]) -> None:
             list(web.search_studies())
 
 
-def test_instances_of_another_series_are_refused(delays: list[float]) -> None:
-    item = {
-        "0020000D": {"vr": "UI", "Value": ["1.2"]},
-        "0020000E": {"vr": "UI", "Value": ["9.9.9"]},
-        "00080018": {"vr": "UI", "Value": ["1.2.3.1"]},
-    }
-    web = source(Recorder(json_response([item])))
-    with web, pytest.raises(InvalidMetadata, match="SeriesInstanceUID") as caught:
-        web.retrieve_series_metadata("1.2", "1.2.3")
-    assert caught.value.context["path"] == "[0]"
-    bad = {"0020000D": {"vr": "UI", "Value": "not-a-list"}}
-    web = source(Recorder(json_response([item, bad])))
-    with web, pytest.raises(InvalidMetadata) as caught:
-        web.retrieve_series_metadata("1.2", "9.9.9")
-    assert str(caught.value.context["path"]).startswith("[1]")
+def test_unreadable_instances_are_rejected_and_the_rest_read(delays: list[float]) -> None:
+    def instance(series: str, sop: str | None) -> dict[str, Any]:
+        item = {
+            "0020000D": {"vr": "UI", "Value": ["1.2"]},
+            "0020000E": {"vr": "UI", "Value": [series]},
+        }
+        if sop is not None:
+            item["00080018"] = {"vr": "UI", "Value": sop}  # bare, as dcmjs may write it
+        return item
+
+    answer = [
+        instance("9.9.9", "1.2.3.1"),
+        instance("1.2.3", "1.2.3.7"),
+        "not an object",
+        instance("1.2.3", None),
+        {**instance("1.2.3", "1.2.3.8"), "00280010": {"vr": "US", "Value": ["wide"]}},
+    ]
+    with source(Recorder(json_response(answer))) as web:
+        found = web.retrieve_series_metadata("1.2", "1.2.3")
+        quirks, rejected = web.report.take()
+    assert [i["SOPInstanceUID"] for i in found] == ["1.2.3.7"]
+    assert [(r.series, r.instance) for r in rejected] == [
+        ("1.2.3", "1.2.3.1"),
+        ("1.2.3", "[2]"),
+        ("1.2.3", "[3]"),
+        ("1.2.3", "[4]"),
+    ]
+    assert "[0]: the server sent an instance of another SeriesInstanceUID" in rejected[0].error
+    assert "[2]: a DICOM JSON data set must be an object" in rejected[1].error
+    assert "no SOPInstanceUID" in rejected[2].error
+    assert "(at 00280010.Value[0])" in rejected[3].error
+    assert quirks[Quirk.BARE_VALUE] >= 2
+    assert web.report.take()[1] == []  # taken once
 
 
 def test_a_series_of_10000_instances(delays: list[float], tmp_path: Path) -> None:

@@ -200,3 +200,19 @@ def test_folder_source_protocol(tmp_path: Path) -> None:
     assert instance["url"].startswith("dicomweb:file://")
     assert source.get_image_ids(instance) == [instance["url"]]
     source.close()
+
+
+def test_ingest_folder_counts_what_pydicoms_json_needed_normalized(
+    store: MetaStore, tmp_path: Path
+) -> None:
+    # pydicom writes an empty value among several as "" (PS3.18 F.2.5 says null)
+    shutil.copy(PYDICOM_FILES / "examples_overlay.dcm", tmp_path / "overlay.dcm")
+    summary = ingest_folder(store, tmp_path, progress=False)
+    assert summary.instances == 1
+    assert summary.quirks == {"empty string value": 1}
+    assert "normalized: empty string value 1" in str(summary)
+    dataset = dataset_of(PYDICOM_FILES / "examples_overlay.dcm")
+    found = store.get_instance(
+        dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.SOPInstanceUID
+    )
+    assert found is not None and None in found["ImageType"]

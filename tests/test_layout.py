@@ -23,6 +23,8 @@ LOWER = {
     "metastore.writer",
     "metastore.outbox",
     "metastore.dicom",
+    "metastore.dicomvalues",
+    "metastore.quirks",
     "metastore.imageids",
     "metastore.matching",
     "metastore.errors",

@@ -25,6 +25,7 @@ from metastore.ingest import (
     ingest_source,
     serve,
 )
+from metastore.sources import Rejected
 from metastore.sources.dicomweb import auth_headers, dicomweb_config
 
 
@@ -64,7 +65,8 @@ def _ingest_dicomweb(args: argparse.Namespace) -> int:
     code = _report(summary)
     if code:
         print(
-            f"metastore: {int(summary.failures)} studies failed: see `metastore jobs --state failed`"
+            f"metastore: {int(summary.failures)} studies failed or were stored in part: "
+            "see `metastore jobs --state failed`"
         )
     return code
 
@@ -117,7 +119,9 @@ def _jobs(args: argparse.Namespace) -> int:
             print_json_line({"source": source, **job.to_dict()})
             continue
         line = f"{job.id}  {source}  {job.unit}  {job.state}  attempts {job.attempts}/{job.max_attempts}"
-        print(line + (f"  {job.last_error}" if job.last_error else ""))
+        print(line + (f"  {job.last_error}" if job.last_error and not job.failed_parts else ""))
+        for part in job.failed_parts or []:
+            print(f"    not read: {Rejected(**part)}")
     return 0
 
 

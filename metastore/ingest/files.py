@@ -84,7 +84,7 @@ def ingest_folder(
     total = len(index.studies)
     with Progress(f"ingest {base}", unit="studies", total=total, display=progress) as bar:
         tally = Tally()
-        studies = folder.folder_studies(index)
+        studies = folder.folder_studies(index, tally.quirks)
         _write_all(store, studies, name, str(base), tally, bar, keep_going=keep_going)
         tally.skipped_files.extend(index.unreadable)
         summary = tally.summary(name, bar.elapsed)

@@ -31,6 +31,7 @@ QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED)
 _CHUNK = 1000  # rows per multi-row insert, far below either bind-parameter limit
 _ERROR_MAX = 4000
+_KEEP = object()  # _finish: leave failed_parts as they are
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +49,8 @@ class Job:
     lease_owner: str | None
     lease_expires_at: datetime | None
     last_error: str | None
+    #: What its last run could not read (series, instance, error), retried alone next time.
+    failed_parts: list[dict[str, Any]] | None
     generation: int
     created_at: datetime
     updated_at: datetime
@@ -89,11 +92,12 @@ class JobQueue:
         """Queue (unit, params) jobs for a registered source; returns how many were queued.
 
         A unit already queued, done or failed is queued afresh (a re-run brings
-        the index up to date); one that a live worker holds keeps its worker
-        and has its ``generation`` raised, so that worker's completion queues
-        it once more (what changed after its pull began is pulled too). A
-        unit is one row whoever queues it: a sync racing a follower makes
-        one job per study, not two.
+        the index up to date; a unit whose last run could not read some parts
+        keeps them, and its next run retries only those); one that a live
+        worker holds keeps its worker and has its ``generation`` raised, so
+        that worker's completion queues it once more (what changed after its
+        pull began is pulled too). A unit is one row whoever queues it: a
+        sync racing a follower makes one job per study, not two.
         """
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
@@ -208,23 +212,18 @@ class JobQueue:
         return found is not None
 
     def complete(self, job: Job, owner: str) -> bool:
-        """Mark the job done (queued again if it was queued meanwhile); False when it was lost."""
-        with db.writing(self.store.engine, "finishing an ingest job") as connection:
-            again = ingest_jobs.c.generation != job.generation
-            result = connection.execute(
-                sa.update(ingest_jobs)
-                .where(self._owned(connection, job, owner))
-                .values(
-                    state=sa.case((again, QUEUED), else_=DONE),
-                    attempts=sa.case((again, 0), else_=ingest_jobs.c.attempts),
-                    next_try_at=db.now(connection),
-                    lease_owner=sa.case((again, sa.null()), else_=ingest_jobs.c.lease_owner),
-                    lease_expires_at=None,
-                    last_error=None,
-                    updated_at=sa.func.now(),
-                )
-            )
-        return result.rowcount == 1
+        """Mark the job done (nothing left to retry); False when another worker has taken it."""
+        return self._finish(job, owner, state=DONE, error=None, delay=0.0, parts=None)
+
+    def complete_partly(
+        self, job: Job, owner: str, parts: list[dict[str, Any]], error: str
+    ) -> bool:
+        """Mark the job failed with the parts it could not read; a re-run retries only those.
+
+        The rest of the unit is stored: ``parts`` lists each unreadable
+        series or instance (``{"series", "instance", "error"}``).
+        """
+        return self._finish(job, owner, state=FAILED, error=error, delay=0.0, parts=parts)
 
     def retry_later(self, job: Job, owner: str, error: str, *, delay: float) -> bool:
         """Queue the job again in ``delay`` seconds, keeping the error."""
@@ -234,7 +233,16 @@ class JobQueue:
         """Mark the job failed for good, keeping the error."""
         return self._finish(job, owner, state=FAILED, error=error, delay=0.0)
 
-    def _finish(self, job: Job, owner: str, *, state: str, error: str | None, delay: float) -> bool:
+    def _finish(
+        self,
+        job: Job,
+        owner: str,
+        *,
+        state: str,
+        error: str | None,
+        delay: float,
+        parts: Any = _KEEP,
+    ) -> bool:
         with db.writing(self.store.engine, "finishing an ingest job") as connection:
             values: dict[str, Any] = {
                 "state": state,
@@ -242,13 +250,40 @@ class JobQueue:
                 "last_error": None if error is None else error[:_ERROR_MAX],
                 "updated_at": sa.func.now(),
             }
+            if parts is not _KEEP:
+                # SQL NULL, not JSON null, when nothing is left to retry
+                values["failed_parts"] = sa.null() if parts is None else parts
             if state == QUEUED:
                 values["next_try_at"] = db.later(connection, delay)
                 values["lease_owner"] = None
-            result = connection.execute(
-                sa.update(ingest_jobs).where(self._owned(connection, job, owner)).values(**values)
-            )
+            owned = self._owned(connection, job, owner)
+            if parts is not _KEEP:  # a run's end: only if the unit was not queued meanwhile
+                owned = sa.and_(owned, ingest_jobs.c.generation == job.generation)
+            result = connection.execute(sa.update(ingest_jobs).where(owned).values(**values))
+            if result.rowcount == 0 and parts is not _KEEP:
+                result = self._queue_again(connection, job, owner)
         return result.rowcount == 1
+
+    def _queue_again(self, connection: Connection, job: Job, owner: str) -> Any:
+        """The unit was queued again while this run held it: back to the queue, for a whole pull.
+
+        What changed after the pull began may be missing, so the run ends
+        neither done nor failed with parts.
+        """
+        return connection.execute(
+            sa.update(ingest_jobs)
+            .where(self._owned(connection, job, owner))
+            .values(
+                state=QUEUED,
+                attempts=0,
+                next_try_at=db.now(connection),
+                lease_owner=None,
+                lease_expires_at=None,
+                last_error=None,
+                failed_parts=sa.null(),
+                updated_at=sa.func.now(),
+            )
+        )
 
     def jobs(
         self, *, state: str | None = None, source: str | None = None, limit: int = 100

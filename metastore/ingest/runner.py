@@ -24,10 +24,11 @@ from typing import Any
 
 from metastore.errors import ConfigurationError
 from metastore.ingest.queue import JobQueue
-from metastore.ingest.summary import IngestSummary, Tally
+from metastore.ingest.summary import Failure, IngestSummary, Tally
 from metastore.ingest.worker import Worker
 from metastore.progress import Counter, Progress, Reporting
-from metastore.sources import Source, SourceConfig, open_source
+from metastore.quirks import Quirks
+from metastore.sources import ReadReport, Source, SourceConfig, open_source
 from metastore.store import MetaStore
 
 log = logging.getLogger(__name__)
@@ -229,12 +230,14 @@ def ingest_source(
             if workers > 1
             else None
         )
+        searched = Tally()
         try:
             opened = open_source(config)
             try:
                 queued = enqueue_studies(
                     store, opened, query=query, study_uids=study_uids, max_attempts=max_attempts
                 )
+                _take_search_report(opened, searched)
             finally:
                 opened.close()
             shown.set_total(queued)
@@ -249,15 +252,30 @@ def ingest_source(
             if pool is not None:
                 pool.__exit__(None, None, None)
         counts = JobQueue(store).counts(config.name)
-    tally = Tally()
+    tally = searched
     tally.merge(done)
-    return tally.summary(
+    summary = tally.summary(
         config.name,
         time.monotonic() - started,
         from_queue=True,
         queued=queued,
         job_states=counts,
     )
+    # One line per ingest, a count per kind (never one line per element).
+    if summary.quirks:
+        log.info("%s: normalized while reading: %s", config.name, Quirks(summary.quirks))
+    return summary
+
+
+def _take_search_report(source: Source, tally: Tally) -> None:
+    """The search's normalizations, and its unreadable rows as failures."""
+    report = getattr(source, "report", None)
+    if not isinstance(report, ReadReport):
+        return
+    quirks, rejected = report.take()
+    tally.quirks.update(quirks)
+    for part in rejected:
+        tally.failures.append(Failure(unit="search", study_uid=None, error=str(part)))
 
 
 def serve(

@@ -6,6 +6,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from metastore.quirks import Quirks
+
 #: The counts an ingest keeps, in the order they are shown.
 COUNTS = (
     "jobs",
@@ -28,9 +30,12 @@ class Failure:
     unit: str
     study_uid: str | None
     error: str
+    #: The parts of the unit that failed when the rest was stored (a series, an instance).
+    parts: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return f"{self.unit}: {self.error}"
+        text = f"{self.unit}: {self.error}"
+        return text + "".join(f"\n  {part}" for part in self.parts)
 
 
 class Failures(int):
@@ -84,6 +89,8 @@ class IngestSummary:
     job_states: Mapping[str, int] = field(default_factory=dict)
     failures: Failures = field(default_factory=Failures)
     skipped_files: tuple[tuple[str, str], ...] = ()
+    #: Deviations from the DICOM JSON model normalized while reading, a count per kind.
+    quirks: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -113,6 +120,8 @@ class IngestSummary:
             text += f"; {int(self.failures)} studies failed"
         if self.skipped_files:
             text += f"; {len(self.skipped_files)} files skipped"
+        if self.quirks:
+            text += f"; normalized: {Quirks(self.quirks)}"
         return text
 
 
@@ -123,6 +132,7 @@ class Tally:
         self.counts = dict.fromkeys(COUNTS, 0)
         self.failures: list[Failure] = []
         self.skipped_files: list[tuple[str, str]] = []
+        self.quirks = Quirks()
 
     def add(self, **counts: int) -> None:
         for key, value in counts.items():
@@ -133,6 +143,7 @@ class Tally:
         self.add(**{key: getattr(summary, key) for key in COUNTS})
         self.failures.extend(summary.failures)
         self.skipped_files.extend(summary.skipped_files)
+        self.quirks.update(Quirks(summary.quirks))
 
     def summary(
         self,
@@ -152,6 +163,7 @@ class Tally:
             job_states=dict(job_states or {}),
             failures=Failures(self.failures),
             skipped_files=tuple(self.skipped_files),
+            quirks=self.quirks.as_dict(),
             jobs=c["jobs"],
             studies=c["studies"],
             series=c["series"],

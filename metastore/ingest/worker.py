@@ -17,6 +17,13 @@ are retried with exponential backoff and jitter (or after the source's
 ``Retry-After``) until the job's ``max_attempts``; bad metadata and bad
 configuration fail the job at once. The error is kept in ``last_error``,
 with every credential the worker holds blanked out.
+
+One bad part costs that part, not the study: a series whose metadata the
+source refuses or cannot make sense of, an instance it cannot read (its
+``report``) or the store refuses, is left out and the rest of the study is
+written and announced. The job then ends failed with those parts in
+``failed_parts``; its next run pulls only those series again. The
+deviations the source normalized are counted in the summary.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any
 
 from metastore import db
 from metastore.errors import (
+    BadResponse,
     ConfigurationError,
     InvalidMetadata,
     LeaseLost,
@@ -44,13 +52,23 @@ from metastore.ingest.summary import Failure, IngestSummary, Tally
 from metastore.ingest.write import write_study
 from metastore.progress import Counter
 from metastore.retry import backoff
-from metastore.sources import Source, SourceConfig, StudyMetadata, open_source
+from metastore.sources import (
+    ReadReport,
+    Rejected,
+    Source,
+    SourceConfig,
+    StudyMetadata,
+    open_source,
+)
 from metastore.store import MetaStore, SourceInfo
 
 log = logging.getLogger(__name__)
 
 # Errors a retry cannot cure: the job fails at once.
 _PERMANENT = (InvalidMetadata, ConfigurationError, UnknownSource, SourceRefused)
+# Errors about one series' metadata that cost that series only.
+_SERIES_LOST = (InvalidMetadata, BadResponse, SourceRefused)
+_SHOWN_PARTS = 20  # parts named in a job's last_error (all are in failed_parts)
 
 
 class Worker:
@@ -151,9 +169,12 @@ class Worker:
             )
             self._failed(job, "its lease ran out on every attempt")
             return
+        rejected: list[Rejected] = []
         try:
             info, opened = self._open(job.source_id)
-            self._pull(job, info, opened)
+            self._take_report(opened)  # what an earlier job left behind is not this one's
+            self._pull(job, info, opened, rejected)
+            rejected.extend(self._take_report(opened))
         except LeaseLost as err:
             self.tally.add(lost=1)
             log.warning("%s: %s", self.owner, err)
@@ -161,63 +182,134 @@ class Worker:
         except Exception as err:  # every failure is recorded on the job, none is lost
             self._handle_error(job, err)
             return
-        if self.queue.complete(job, self.owner):
+        if rejected:
+            self._partly_done(job, rejected)
+        elif self.queue.complete(job, self.owner):
             self.tally.add(studies=1)
             self._report(1)
         else:
             self.tally.add(lost=1)
 
-    def _pull(self, job: Job, info: SourceInfo, source: Source) -> None:
+    def _pull(self, job: Job, info: SourceInfo, source: Source, rejected: list[Rejected]) -> None:
         study_uid = job.unit
         study_row = job.params.get("study")
         series_rows = source.search_series(study_uid)
-        uids = [row["SeriesInstanceUID"] for row in series_rows]
-        if job.params.get("changed_series"):  # a sync: only the series whose counts differ
-            held = series_counts(self.store, info.name, study_uid)
-            uids = changed_series(series_rows, held)
-            gone = set(held).difference(str(row["SeriesInstanceUID"]) for row in series_rows)
-            if gone and job.params.get("prune"):
-                self._keep_lease(job)
-                self.store.remove_series(study_uid, source=info.name, series_uids=gone)
+        if job.params.get("changed_series"):
+            # A sync: the series whose counts differ (one that failed last time is among them).
+            uids = self._changed_series(job, info.name, series_rows)
+        else:
+            retry = _series_to_retry(job.failed_parts)
+            if retry is not None:
+                series_rows = [row for row in series_rows if row["SeriesInstanceUID"] in retry]
+                log.info(
+                    "%s: study %s: retrying %d series", self.owner, study_uid, len(series_rows)
+                )
+            uids = [row["SeriesInstanceUID"] for row in series_rows]
         study = StudyMetadata(
             study=study_row if isinstance(study_row, Mapping) else {},
             summaries=series_rows,
-            series=self._series_metadata(source, study_uid, uids),
+            series=self._series_metadata(source, study_uid, uids, rejected),
         )
+
+        def refused(instance: Mapping[str, Any], err: InvalidMetadata) -> None:
+            rejected.append(
+                Rejected(
+                    series=str(instance.get("SeriesInstanceUID")),
+                    instance=str(instance.get("SOPInstanceUID")),
+                    error=f"refused by the index: {err}",
+                )
+            )
+
         counts = write_study(
             self.store,
             study,
             source=info.name,
             before_write=lambda: self._keep_lease(job),
             progress=self._progress,
+            on_refused=refused,
         )
         self.tally.add(**counts)
         log.info(
             "%s: study %s from %s: %d series", self.owner, study_uid, info.name, len(series_rows)
         )
 
+    def _changed_series(
+        self, job: Job, source: str, series_rows: list[dict[str, Any]]
+    ) -> list[str]:
+        """The listed series whose counts differ from the index; with ``prune``, drop the unlisted."""
+        held = series_counts(self.store, source, job.unit)
+        gone = set(held).difference(str(row["SeriesInstanceUID"]) for row in series_rows)
+        if gone and job.params.get("prune"):
+            self._keep_lease(job)
+            self.store.remove_series(job.unit, source=source, series_uids=gone)
+        return changed_series(series_rows, held)
+
+    def _take_report(self, source: Source) -> list[Rejected]:
+        """Count what the source normalized; return what it rejected."""
+        report = getattr(source, "report", None)
+        if not isinstance(report, ReadReport):
+            return []
+        quirks, rejected = report.take()
+        self.tally.quirks.update(quirks)
+        return rejected
+
+    def _partly_done(self, job: Job, rejected: list[Rejected]) -> None:
+        """The study is stored but for ``rejected``: the job fails naming them, to retry them."""
+        series = {part.series for part in rejected}
+        instances = sum(1 for part in rejected if part.instance)
+        error = self.scrub(
+            f"{len(rejected)} parts could not be read ({instances} instances, in "
+            f"{len(series)} series); the rest of the study is stored: "
+            + "; ".join(str(part) for part in rejected[:_SHOWN_PARTS])
+        )
+        parts = [
+            {key: self.scrub(v) if isinstance(v, str) else v for key, v in part.to_dict().items()}
+            for part in rejected
+        ]
+        if not self.queue.complete_partly(job, self.owner, parts, error):
+            self.tally.add(lost=1)
+            return
+        self.tally.add(studies=1)
+        self._report(1, failures=1)
+        self.tally.failures.append(
+            Failure(
+                unit=job.unit,
+                study_uid=job.unit,
+                error=f"{len(rejected)} parts could not be read; the rest is stored",
+                parts=tuple(self.scrub(str(part)) for part in rejected),
+            )
+        )
+        log.warning("%s: job %s (%s): %s", self.owner, job.id, job.unit, error)
+
     def _series_metadata(
-        self, source: Source, study_uid: str, uids: list[str]
+        self, source: Source, study_uid: str, uids: list[str], rejected: list[Rejected]
     ) -> Iterator[list[dict[str, Any]]]:
-        """Each series' instance metadata, in order.
+        """Each series' instance metadata, in order; a series that cannot be read is rejected.
 
         A source that declares itself ``thread_safe`` is asked for the next
         series while this one is written: fetching and writing overlap.
         """
+
+        def fetch(uid: str) -> list[dict[str, Any]]:
+            try:
+                return source.retrieve_series_metadata(study_uid, uid)
+            except _SERIES_LOST as err:
+                rejected.append(Rejected(series=uid, error=f"{type(err).__name__}: {err}"))
+                log.warning("%s: series %s rejected: %s", self.owner, uid, err)
+                return []
+
         if not getattr(source, "thread_safe", False) or len(uids) < 2:
             for uid in uids:
-                yield source.retrieve_series_metadata(study_uid, uid)
+                yield fetch(uid)
             return
         if self._prefetcher is None:
             self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-        pending = self._prefetcher.submit(source.retrieve_series_metadata, study_uid, uids[0])
+        pending = self._prefetcher.submit(fetch, uids[0])
         try:
             for following in [*uids[1:], None]:
                 current = pending.result()
                 if following is not None:
-                    pending = self._prefetcher.submit(
-                        source.retrieve_series_metadata, study_uid, following
-                    )
+                    pending = self._prefetcher.submit(fetch, following)
                 yield current
         finally:
             pending.cancel()
@@ -284,3 +376,17 @@ class Worker:
                     if len(secret) >= 4:
                         text = text.replace(secret, "***")
         return text
+
+
+def _series_to_retry(parts: list[dict[str, Any]] | None) -> set[str] | None:
+    """The series a job's last run could not read, or None to pull the whole study.
+
+    None too when a part names no series (a search row): only a whole pull
+    can find it again.
+    """
+    if not parts:
+        return None
+    series = {part.get("series") for part in parts if isinstance(part, Mapping)}
+    if None in series or not all(isinstance(uid, str) for uid in series):
+        return None
+    return {uid for uid in series if isinstance(uid, str)}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
+from metastore.errors import InvalidMetadata
 from metastore.progress import Counter
 from metastore.sources import StudyMetadata
-from metastore.store import MetaStore
+from metastore.store import MetaStore, WriteResult
 
 
 def write_study(
@@ -17,6 +19,7 @@ def write_study(
     made_in_client: bool = False,
     before_write: Callable[[], None] | None = None,
     progress: Counter | None = None,
+    on_refused: Callable[[Mapping[str, Any], InvalidMetadata], None] | None = None,
 ) -> dict[str, int]:
     """Write one study as OHIF's data sources do; returns its counts.
 
@@ -27,6 +30,12 @@ def write_study(
     ``progress`` counts each series and its instances as they are written.
     Counts: ``series``, ``instances``, ``inserted``, ``updated``,
     ``unchanged``, ``events``.
+
+    Without ``on_refused``, an instance the store refuses
+    (``InvalidMetadata``) fails the study there. With it, the refused
+    instance is handed to it and the series is written without it: one bad
+    instance costs that instance (a DICOMweb pull); a series left with no
+    instance is not written.
     """
     check = before_write or (lambda: None)
     counts = dict.fromkeys(("series", "instances", "inserted", "updated", "unchanged"), 0)
@@ -35,13 +44,28 @@ def write_study(
     if study.study:
         store.add_study(study.study, source=source)
     if study.summaries:
-        result = store.add_series_metadata(
+        summaries = store.add_series_metadata(
             study.summaries, source=source, made_in_client=made_in_client
         )
-        counts["events"] += len(result.events)
+        counts["events"] += len(summaries.events)
     for instances in study.series:
         check()
-        result = store.add_instances(instances, source=source, made_in_client=made_in_client)
+        result: WriteResult | None = None
+        while instances:
+            try:
+                result = store.add_instances(
+                    instances, source=source, made_in_client=made_in_client
+                )
+                break
+            except InvalidMetadata as err:
+                item = err.context.get("item")
+                if on_refused is None or not isinstance(item, int):
+                    raise
+                on_refused(instances[item], err)
+                instances = instances[:item] + instances[item + 1 :]
+                check()
+        if result is None:
+            continue
         counts["series"] += 1
         counts["instances"] += len(instances)
         counts["inserted"] += result.inserted

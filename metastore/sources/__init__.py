@@ -16,6 +16,7 @@ dependencies load only when it is used); custom kinds register through the
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -23,6 +24,7 @@ from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
 from metastore.errors import UnknownSource
+from metastore.quirks import Quirks
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +61,63 @@ class StudyMetadata:
     series: Iterable[list[dict[str, Any]]]
 
 
+@dataclass(frozen=True, kw_only=True)
+class Rejected:
+    """A part of a study a source could not read: a series, or one instance of it.
+
+    ``series`` is None when not even the series is known (an unreadable
+    search row); ``instance`` is None when the whole series is lost.
+    """
+
+    series: str | None
+    instance: str | None = None
+    error: str
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"series": self.series, "instance": self.instance, "error": self.error}
+
+    def __str__(self) -> str:
+        where = f"series {self.series}" if self.series else "a search row"
+        if self.instance:
+            where += f" instance {self.instance}"
+        return f"{where}: {self.error}"
+
+
+class ReadReport:
+    r"""What a source straightened out (:class:`Quirks`) and what it could not read.
+
+    A source that reads DICOM JSON keeps one as its ``report`` attribute and
+    adds to it as it reads; whoever drives the source :meth:`take`\ s it per
+    unit of work (a worker, per job). Safe to add to from a prefetching
+    thread.
+    """
+
+    def __init__(self) -> None:
+        self.quirks = Quirks()
+        self.rejected: list[Rejected] = []
+        self._lock = threading.Lock()
+
+    def reject(self, part: Rejected) -> None:
+        with self._lock:
+            self.rejected.append(part)
+
+    def take(self) -> tuple[Quirks, list[Rejected]]:
+        """What was counted and rejected since the last take, leaving the report empty."""
+        with self._lock:
+            taken = self.quirks, self.rejected
+            self.quirks, self.rejected = Quirks(), []
+        return taken
+
+
 @runtime_checkable
 class Source(Protocol):
     """A backend the index is filled from.
 
     A source whose methods may be called from two threads at once can set
     a class attribute ``thread_safe = True``: workers then fetch the next
-    series while they write the current one.
+    series while they write the current one. A source may keep a
+    :class:`ReadReport` as ``report``: workers then report the deviations it
+    normalized, and store the rest of a study when it rejects a part of it.
     """
 
     config: SourceConfig
@@ -137,6 +189,8 @@ def open_source(config: SourceConfig) -> Source:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "ReadReport",
+    "Rejected",
     "Source",
     "SourceConfig",
     "SourceFactory",

@@ -51,7 +51,7 @@ from metastore.errors import (
 )
 from metastore.imageids import frame_image_ids
 from metastore.retry import backoff
-from metastore.sources import SourceConfig
+from metastore.sources import ReadReport, Rejected, SourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,8 @@ class DicomWebSource:
             transport=transport,  # tests inject faults here
         )
         self.requests = 0
+        #: Deviations normalized and parts rejected while reading (see ReadReport).
+        self.report = ReadReport()
 
     # -- the Source protocol ------------------------------------------------
 
@@ -149,20 +151,18 @@ class DicomWebSource:
     def search_series(self, study_uid: str) -> list[dict[str, Any]]:
         """The series rows of one study (all pages), naturalized."""
         url = f"{self.root}/studies/{quote(study_uid)}/series"
-        rows = list(self._paged(url, {}, "SeriesInstanceUID"))
-        for row in rows:
-            row.setdefault("StudyInstanceUID", study_uid)
-        return rows
+        return self._series_rows(self._paged(url, {}, "SeriesInstanceUID"), url, study_uid)
 
     def retrieve_series_metadata(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
         """Every instance's metadata (WADO-RS), with ``url`` and ``imageId``."""
         series_url = f"{self.root}/studies/{quote(study_uid)}/series/{quote(series_uid)}"
         url = f"{series_url}/metadata"
         datasets = self._get_json(url, None, f"series {series_uid} metadata")
-        return [
+        read = (
             self._instance(item, index, study_uid, series_uid, url)
             for index, item in enumerate(datasets)
-        ]
+        )
+        return [instance for instance in read if instance is not None]
 
     def get_image_ids(self, instance: Mapping[str, Any]) -> list[str]:
         """One ``wadors:`` imageId per frame of the instance."""
@@ -195,29 +195,35 @@ class DicomWebSource:
 
     def _instance(
         self, item: Any, index: int, study_uid: str, series_uid: str, url: str
-    ) -> dict[str, Any]:
-        where: dict[str, Any] = {"study_uid": study_uid, "series_uid": series_uid}
+    ) -> dict[str, Any] | None:
+        """One instance of a series' metadata, or None when it cannot be read (rejected).
+
+        What cannot be read costs that instance only: it goes into the
+        report with its JSON path, and the rest of the series is read.
+        """
+        sop_uid = None
         try:
-            meta = naturalize(item)
+            meta = naturalize(item, self.report.quirks)
+            sop_uid = meta.get("SOPInstanceUID")
+            if not isinstance(sop_uid, str) or not sop_uid:
+                sop_uid = None
+                raise InvalidMetadata("an instance has no SOPInstanceUID", path="$")
+            for key, wanted in (
+                ("StudyInstanceUID", study_uid),
+                ("SeriesInstanceUID", series_uid),
+            ):
+                found = meta.setdefault(key, wanted)
+                if found != wanted:
+                    raise InvalidMetadata(
+                        f"the server sent an instance of another {key} ({found})", path=key
+                    )
         except InvalidMetadata as err:
-            raise InvalidMetadata(
-                f"{url}: {err.args[0]}", path=_item_path(index, err), **where
-            ) from None
-        sop_uid = meta.get("SOPInstanceUID")
-        if not isinstance(sop_uid, str) or not sop_uid:
-            raise InvalidMetadata(
-                f"{url}: an instance has no SOPInstanceUID", path=f"[{index}]", **where
+            error = f"{url} [{index}]: {err.args[0]}"
+            self.report.reject(
+                Rejected(series=series_uid, instance=sop_uid or f"[{index}]", error=error)
             )
-        for key, wanted in (("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid)):
-            found = meta.setdefault(key, wanted)
-            if found != wanted:
-                raise InvalidMetadata(
-                    f"{url}: the server sent an instance of another {key} ({found})",
-                    path=f"[{index}]",
-                    sop_uid=sop_uid,
-                    field=key,
-                    **where,
-                )
+            log.warning("instance rejected: %s", error)
+            return None
         study_url = f"{self.root}/studies/{quote(study_uid)}"
         series_url = f"{study_url}/series/{quote(series_uid)}"
         base = study_url if self.bulkdata_relative == "studies" else series_url
@@ -248,7 +254,7 @@ class DicomWebSource:
             if not page:
                 return
             rows = [self._row(item, url, offset + i) for i, item in enumerate(page)]
-            fresh = [row for row in rows if row.get(uid_key) not in seen]
+            fresh = [row for row in rows if row is not None and row.get(uid_key) not in seen]
             if not fresh:
                 raise BadResponse(
                     f"{url}: the server ignores offset (page at offset {offset} repeats "
@@ -263,11 +269,33 @@ class DicomWebSource:
             if remaining is not None:
                 remaining -= len(page)
 
-    def _row(self, item: Any, url: str, position: int) -> dict[str, Any]:
+    def _row(self, item: Any, url: str, position: int) -> dict[str, Any] | None:
+        """A search row, naturalized; None when it cannot be read (rejected, not fatal)."""
         try:
-            return naturalize(item)
+            return naturalize(item, self.report.quirks)
         except InvalidMetadata as err:
-            raise InvalidMetadata(f"{url}: {err.args[0]}", path=_item_path(position, err)) from None
+            error = f"{url} [{position}]: {err.args[0]}"
+            self.report.reject(Rejected(series=None, error=error))
+            log.warning("search row rejected: %s", error)
+            return None
+
+    def _series_rows(
+        self, rows: Iterable[dict[str, Any] | None], url: str, study_uid: str
+    ) -> list[dict[str, Any]]:
+        """The readable series rows of a study, each naming the study; the others rejected."""
+        found = []
+        for position, row in enumerate(rows):
+            if row is None:
+                continue
+            uid = row.get("SeriesInstanceUID")
+            if not isinstance(uid, str) or not uid:
+                self.report.reject(
+                    Rejected(series=None, error=f"{url}: row [{position}] has no SeriesInstanceUID")
+                )
+                continue
+            row.setdefault("StudyInstanceUID", study_uid)
+            found.append(row)
+        return found
 
     def _get_json(self, url: str, params: Mapping[str, Any] | None, what: str) -> list[Any]:
         """GET a DICOM JSON array, with retries; 204 (no matches) is an empty array."""

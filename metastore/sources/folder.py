@@ -39,7 +39,8 @@ from metastore.errors import ConfigurationError, InvalidMetadata, MetastoreError
 from metastore.imageids import instance_image_ids
 from metastore.launchfile import StudyFailure
 from metastore.progress import Progress, Reporting
-from metastore.sources import SourceConfig, StudyMetadata
+from metastore.quirks import Quirks
+from metastore.sources import ReadReport, SourceConfig, StudyMetadata
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +139,10 @@ def scan_folder(
     return index
 
 
-def read_instance(path: Path, url: str) -> dict[str, Any]:
+def read_instance(path: Path, url: str, quirks: Quirks | None = None) -> dict[str, Any]:
     """One file's naturalized metadata (no pixel data) with ``url`` and ``imageId``.
 
+    What pydicom's JSON needed normalized is counted into ``quirks``.
     Raises ``MetastoreError`` (``file`` set) when the file cannot be read.
     """
     bulk_uri = url.removeprefix("dicomweb:")
@@ -156,7 +158,7 @@ def read_instance(path: Path, url: str) -> dict[str, Any]:
             )
         # pydicom hands some VRs over as its VR enum (a str subclass); one
         # pass through orjson gives plain JSON types, as a server would send.
-        meta = naturalize(orjson.loads(orjson.dumps(document)))
+        meta = naturalize(orjson.loads(orjson.dumps(document)), quirks)
     except (InvalidDicomError, OSError, ValueError, TypeError, EOFError) as err:
         raise MetastoreError(f"cannot read {path}: {err}", file=str(path)) from err
     except InvalidMetadata as err:
@@ -166,13 +168,15 @@ def read_instance(path: Path, url: str) -> dict[str, Any]:
     return meta
 
 
-def iter_series(index: FolderIndex, study_uid: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+def iter_series(
+    index: FolderIndex, study_uid: str, quirks: Quirks | None = None
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """(SeriesInstanceUID, instances) of a study, one series read at a time."""
     for series_uid, paths in index.studies[study_uid].items():
         instances = []
         for path in paths:
             try:
-                instances.append(read_instance(path, index.url(path)))
+                instances.append(read_instance(path, index.url(path), quirks))
             except MetastoreError as err:
                 shown = str(path.relative_to(index.root))
                 log.warning("skipped %s: %s", shown, err)
@@ -181,9 +185,11 @@ def iter_series(index: FolderIndex, study_uid: str) -> Iterator[tuple[str, list[
             yield series_uid, instances
 
 
-def folder_studies(index: FolderIndex) -> Iterator[StudyMetadata | StudyFailure]:
+def folder_studies(
+    index: FolderIndex, quirks: Quirks | None = None
+) -> Iterator[StudyMetadata | StudyFailure]:
     """Each study of the folder: its row and series summaries from each series' first file,
-    then each series read in full as it is iterated.
+    then each series read in full as it is iterated (its normalizations counted into ``quirks``).
 
     A study whose first files hold metadata that cannot be read is a ``StudyFailure``.
     """
@@ -196,7 +202,7 @@ def folder_studies(index: FolderIndex) -> Iterator[StudyMetadata | StudyFailure]
         yield StudyMetadata(
             study=records.pick(next(iter(first.values())), records.STUDY_KEYS),
             summaries=[records.pick(meta, records.SERIES_KEYS) for meta in first.values()],
-            series=(instances for _uid, instances in iter_series(index, study_uid)),
+            series=(instances for _uid, instances in iter_series(index, study_uid, quirks)),
         )
 
 
@@ -221,6 +227,8 @@ class FolderSource:
         self.config = config
         self._root = Path(config.root)
         self._index: FolderIndex | None = None
+        #: What pydicom's JSON needed normalized (see ReadReport).
+        self.report = ReadReport()
 
     @property
     def index(self) -> FolderIndex:
@@ -257,7 +265,7 @@ class FolderSource:
         paths = self._study(study_uid).get(series_uid)
         if paths is None:
             raise MetastoreError(f"series {series_uid} is not in study {study_uid} of {self._root}")
-        return [read_instance(path, self.index.url(path)) for path in paths]
+        return [read_instance(path, self.index.url(path), self.report.quirks) for path in paths]
 
     def _study(self, study_uid: str) -> dict[str, list[Path]]:
         found = self.index.studies.get(study_uid)

@@ -40,15 +40,15 @@ class StaticWadoSource(DicomWebSource):
             self._row(item, f"{self.root}/studies", i)
             for i, item in enumerate(self._get_json(f"{self.root}/studies", None, "search"))
         )
-        for row in parsed.filter(rows):
+        for row in parsed.filter(row for row in rows if row is not None):
             yield dict(row)
 
     def search_series(self, study_uid: str) -> list[dict[str, Any]]:
         """The series of one study (the tree's series index of that study)."""
         url = f"{self.root}/studies/{quote(study_uid)}/series"
-        rows = [
-            self._row(item, url, i) for i, item in enumerate(self._get_json(url, None, "search"))
-        ]
-        for row in rows:
-            row.setdefault("StudyInstanceUID", study_uid)
+        rows = self._series_rows(
+            (self._row(item, url, i) for i, item in enumerate(self._get_json(url, None, "search"))),
+            url,
+            study_uid,
+        )
         return [row for row in rows if row["StudyInstanceUID"] == study_uid]

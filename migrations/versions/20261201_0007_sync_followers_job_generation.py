@@ -6,7 +6,7 @@ read (Orthanc's ``/changes`` Seq...) and which process holds it.
 worker held it, so the worker's completion queues it once more.
 
 Revision ID: 0007
-Revises: 0002
+Revises: 0005
 Create Date: 2026-12-01
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0002"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -46,9 +46,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("source_id", name=op.f("pk_followers")),
     )
     with op.batch_alter_table("ingest_jobs") as batch:
-        batch.add_column(
-            sa.Column("generation", sa.Integer(), server_default="0", nullable=False)
-        )
+        batch.add_column(sa.Column("generation", sa.Integer(), server_default="0", nullable=False))
 
 
 def downgrade() -> None:
