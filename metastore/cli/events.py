@@ -94,7 +94,7 @@ def add_commands(commands: Any) -> None:
         "--type",
         env="METASTORE_EVENT_TYPES",
         metavar="TYPE[,TYPE]",
-        help="only these event types (SERIES_ADDED, INSTANCES_ADDED, STUDY_DELETED)",
+        help="only these event types (SERIES_ADDED, INSTANCES_ADDED, STUDY_DELETED, SERIES_REMOVED)",
     )
     option(tail, "--after", type=int, default=0, help="without --consumer: start after this seq")
     option(tail, "--poll-interval", type=float, default=1.0, help="seconds between polls (SQLite)")
