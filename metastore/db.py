@@ -80,6 +80,13 @@ def create_engine(url: str | None = None, **kwargs: Any) -> Engine:
     if backend == "postgresql" and parsed.get_driver_name() != "psycopg":
         raise ConfigurationError("PostgreSQL URLs must use psycopg 3: postgresql+psycopg://...")
     options: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+    if backend == "postgresql":
+        # No JIT: our statements are short index lookups, but a correlated
+        # subquery the plan never runs (a fallback count over instances) can
+        # make the estimated cost cross jit_above_cost, and compiling then
+        # costs ~650 ms on a query that runs in 10 ms (the study list at
+        # 1M instances, measured by scripts/bench_serve.py).
+        options["connect_args"] = {"options": "-c jit=off"}
     options.update(kwargs)
     try:
         engine = sa.create_engine(parsed, **options)

@@ -5,6 +5,7 @@ can catch ``MetastoreError`` and know it is ours::
 
     MetastoreError
     ├── ConfigurationError       a bad database URL, option or setting
+    ├── QueryError               a search query that cannot be read (names the parameter)
     ├── DatabaseError            the database failed or refused a statement
     │   └── SchemaNotAtHead      the database is behind (or ahead of) the code
     ├── StoreClosed              the MetaStore was used after close()
@@ -12,6 +13,7 @@ can catch ``MetastoreError`` and know it is ours::
     ├── UnknownSource            a source name or kind nobody registered
     ├── SourceError              a backend (DICOMweb server, file) failed
     │   ├── SourceUnavailable    a failure that may pass: timeout, refused, 429, 5xx
+    │   │   └── SourceTimeout    the backend did not answer in time
     │   ├── BadResponse          an answer that is not what the protocol promises
     │   └── SourceRefused        a 4xx refusal (not found, not authorized): retrying won't help
     ├── LeaseLost                a lease (an ingest job's, a consumer's) ran out and another took over
@@ -43,6 +45,15 @@ class MetastoreError(Exception):
 
 class ConfigurationError(MetastoreError):
     """The configuration is not usable."""
+
+
+class QueryError(MetastoreError):
+    """The search query is malformed."""
+
+    def __init__(
+        self, message: str | None = None, *, parameter: str | None = None, value: Any = None
+    ) -> None:
+        super().__init__(message, parameter=parameter, value=value)
 
 
 class DatabaseError(MetastoreError):
@@ -113,6 +124,10 @@ class SourceError(MetastoreError):
 
 class SourceUnavailable(SourceError):
     """The source is unavailable for now (a timeout, a refused connection, 429 or 5xx)."""
+
+
+class SourceTimeout(SourceUnavailable):
+    """The source did not answer in time."""
 
 
 class BadResponse(SourceError):

@@ -37,7 +37,11 @@ attributes. The rules, by the matching key's VR:
   matches; an attribute with several values matches when one of its values
   matches;
 - sequence matching (C.2.2.2.6): a dotted path matches when one item of the
-  sequence matches the rest of the path.
+  sequence matches the rest of the path;
+- combined date and time (C.2.2.2.5.2): a date key (``StudyDate``, ...)
+  with its time key (``StudyTime``, ...) given as a range is one date-time
+  range: ``StudyDate=20130124-20130125&StudyTime=1100-1200`` runs from
+  2013-01-24 11:00 to 2013-01-25 12:00 (a missing time counts as 00:00).
 
 OHIF's StaticWadoClient treats ``x*`` as a substring match, compares
 case-sensitively and never matches a list of UIDs; we follow the standard.
@@ -57,7 +61,7 @@ from pydicom import datadict
 from metastore.dicom import keyword_for_tag
 from metastore.errors import ConfigurationError
 
-__all__ = ["CONTROL_KEYS", "Criterion", "Query", "parse_query"]
+__all__ = ["CONTROL_KEYS", "DATE_TIME_PAIRS", "Criterion", "Query", "parse_query", "range_bounds"]
 
 #: QIDO-RS query parameters that control the search rather than match (PS3.18 8.3.4).
 CONTROL_KEYS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
@@ -78,6 +82,8 @@ class Criterion:
     path: tuple[str, ...]
     vr: str
     value: str
+    # A date key read together with its time key (C.2.2.2.5.2): the time criterion.
+    time: Criterion | None = None
 
     @property
     def name(self) -> str:
@@ -95,7 +101,12 @@ class Query:
 
     def matches(self, dataset: Mapping[str, Any]) -> bool:
         """Whether a naturalized data set matches every key of the query."""
-        return all(_matches_path(dataset, c.path, c, self.fuzzy) for c in self.criteria)
+        return all(
+            _matches_date_time(dataset, c, c.time)
+            if c.time is not None
+            else _matches_path(dataset, c.path, c, self.fuzzy)
+            for c in self.criteria
+        )
 
     def filter(self, datasets: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """The matching data sets, in order, after ``offset``, at most ``limit``."""
@@ -128,7 +139,7 @@ def parse_query(query: Mapping[str, Any] | None) -> Query:
         else:
             path = tuple(_keyword(part, key) for part in str(key).split("."))
             criteria.append(Criterion(path=path, vr=_vr(path[-1], key), value=_text(key, raw)))
-    return Query(criteria=tuple(criteria), fuzzy=fuzzy, limit=limit, offset=offset)
+    return Query(criteria=_combined(criteria), fuzzy=fuzzy, limit=limit, offset=offset)
 
 
 def _count(key: str, raw: Any) -> int:
@@ -282,16 +293,20 @@ _FORMS = {
 _WIDTH = {"DA": 8, "TM": 6, "DT": 14}
 
 
-def _range_matcher(vr: str, text: str, name: str) -> Callable[[Any], bool]:
-    form = _FORMS[vr]
+def range_bounds(vr: str, text: str, name: str) -> tuple[str | None, str | None]:
+    """A DA, TM or DT query value as sortable (low, high) bounds; None where a range is open.
+
+    A single value is its own instant (both bounds); a range ``a-b``, ``a-``
+    or ``-b`` pads its high bound with 9s so that it covers its period.
+    ``ConfigurationError`` names the attribute when the value is neither.
+    """
     text = text.strip().replace(":", "") if vr == "TM" else text.strip()
-    single = re.fullmatch(form, text)
-    if vr == "DA":
-        text = text.replace(".", "") if re.fullmatch(r"\d{4}\.\d{2}\.\d{2}", text) else text
-        single = re.fullmatch(form, text)
-    if single:
-        wanted = _normalize(vr, text, "0")
-        return lambda v: isinstance(v, str) and _normalize(vr, v, "0") == wanted
+    if vr == "DA" and re.fullmatch(r"\d{4}\.\d{2}\.\d{2}", text):
+        text = text.replace(".", "")  # the ACR-NEMA form
+    form = _FORMS[vr]
+    if re.fullmatch(form, text):
+        instant = _normalize(vr, text, "0")
+        return instant, instant
     bounds = re.fullmatch(f"({form})?-({form})?", text)
     if bounds is None or text == "-":
         raise ConfigurationError(
@@ -300,6 +315,11 @@ def _range_matcher(vr: str, text: str, name: str) -> Callable[[Any], bool]:
         )
     low = None if bounds.group(1) is None else _normalize(vr, bounds.group(1), "0")
     high = None if bounds.group(2) is None else _normalize(vr, bounds.group(2), "9")
+    return low, high
+
+
+def _range_matcher(vr: str, text: str, name: str) -> Callable[[Any], bool]:
+    low, high = range_bounds(vr, text, name)
 
     def test(value: Any) -> bool:
         if not isinstance(value, str) or not value.strip():
@@ -358,3 +378,50 @@ def _clean_name(name: str, fuzzy: bool) -> str:
         decomposed = unicodedata.normalize("NFKD", name)
         name = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
     return name
+
+
+# -- combined date and time (C.2.2.2.5.2) ---------------------------------------
+
+#: Date keys and their time keys, which a combined date-time range reads together.
+DATE_TIME_PAIRS = {
+    "StudyDate": "StudyTime",
+    "SeriesDate": "SeriesTime",
+    "AcquisitionDate": "AcquisitionTime",
+    "ContentDate": "ContentTime",
+    "PerformedProcedureStepStartDate": "PerformedProcedureStepStartTime",
+    "PatientBirthDate": "PatientBirthTime",
+}
+
+
+def _combined(criteria: list[Criterion]) -> tuple[Criterion, ...]:
+    """Top-level date keys whose time key is a range become one date-time criterion."""
+    by_path = {c.path: c for c in criteria}
+    paired: dict[tuple[str, ...], Criterion] = {}
+    for c in criteria:
+        time_name = DATE_TIME_PAIRS.get(c.path[0]) if len(c.path) == 1 else None
+        time = by_path.get((time_name,)) if time_name else None
+        if time is not None and c.value.strip() and "-" in time.value:
+            paired[c.path] = time
+    times = {t.path for t in paired.values()}
+    return tuple(
+        Criterion(path=c.path, vr=c.vr, value=c.value, time=paired[c.path])
+        if c.path in paired
+        else c
+        for c in criteria
+        if c.path not in times
+    )
+
+
+def _matches_date_time(dataset: Mapping[str, Any], date: Criterion, time: Criterion) -> bool:
+    date_low, date_high = range_bounds("DA", date.value, date.name)
+    time_low, time_high = range_bounds("TM", time.value, time.name)
+    low = None if date_low is None else date_low + (time_low or "000000.000000")
+    high = None if date_high is None else date_high + (time_high or "999999.999999")
+    stored_date = dataset.get(date.path[0])
+    stored_time = dataset.get(time.path[0])
+    if not isinstance(stored_date, str) or not stored_date.strip():
+        return False
+    moment = _normalize("DA", stored_date, "0") + _normalize(
+        "TM", stored_time if isinstance(stored_time, str) else "", "0"
+    )
+    return (low is None or moment >= low) and (high is None or moment <= high)

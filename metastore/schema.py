@@ -11,6 +11,9 @@ up by the store in the same transaction as the rows they count.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -19,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -46,6 +50,32 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 Document = JSON().with_variant(JSONB(), "postgresql")
 # A UID is at most 64 characters (PS3.5 9.1).
 Uid = String(64)
+
+
+def _only(dialect: str, index: Index) -> Index:
+    """An index that exists on one dialect only (``info`` tells the migration check)."""
+    index.info["dialect"] = dialect
+    index.ddl_if(dialect=dialect)
+    return index
+
+
+def _trigram(name: str, column: str) -> Index:
+    """PostgreSQL: a pg_trgm GIN index, which serves LIKE/ILIKE with wildcards anywhere."""
+    return _only(
+        "postgresql",
+        Index(name, column, postgresql_using="gin", postgresql_ops={column: "gin_trgm_ops"}),
+    )
+
+
+def include_object(dialect: str) -> Callable[[Any, str | None, str, bool, Any], bool]:
+    """Alembic's ``include_object`` for a database of ``dialect``: skip the other dialect's indexes."""
+
+    def include(obj: Any, _name: str | None, type_: str, reflected: bool, _other: Any) -> bool:
+        if type_ == "index" and not reflected:
+            return bool(obj.info.get("dialect", dialect) == dialect)
+        return True
+
+    return include
 
 
 def _created() -> Column[object]:
@@ -89,7 +119,34 @@ studies = Table(
     Index(None, "patient_id"),
     Index(None, "study_date"),
     Index(None, "accession_number"),
+    # Search (revision 0003): wildcards anywhere on PostgreSQL (more below).
+    _trigram("ix_studies_patient_name_trgm", "patient_name"),
+    _trigram("ix_studies_patient_id_trgm", "patient_id"),
+    _trigram("ix_studies_accession_number_trgm", "accession_number"),
+    _trigram("ix_studies_study_description_trgm", "study_description"),
+    _only("sqlite", Index("ix_studies_study_description", "study_description")),
 )
+# The study list, newest first, without a sort (NULLS LAST is SQLite's own DESC order).
+_only(
+    "postgresql",
+    Index(
+        "ix_studies_newest",
+        studies.c.study_date.desc().nulls_last(),
+        studies.c.study_time.desc().nulls_last(),
+        studies.c.study_uid,
+    ),
+)
+_only(
+    "sqlite",
+    Index(
+        "ix_studies_newest",
+        studies.c.study_date.desc(),
+        studies.c.study_time.desc(),
+        studies.c.study_uid,
+    ),
+)
+# SQLite: case-insensitive name prefixes (ASCII, as SQLite's LIKE folds case).
+_only("sqlite", Index("ix_studies_patient_name_nocase", studies.c.patient_name.collate("NOCASE")))
 
 series = Table(
     "series",
@@ -110,6 +167,8 @@ series = Table(
     UniqueConstraint("study_id", "source_id", "series_uid"),
     Index(None, "series_uid"),
     Index(None, "source_id"),
+    # ModalitiesInStudy and Modality searches (revision 0003).
+    Index(None, "modality", "study_id"),
 )
 
 instances = Table(
@@ -193,6 +252,22 @@ ingest_jobs = Table(
     _updated(),
     UniqueConstraint("source_id", "unit"),
     Index(None, "state", "next_try_at"),
+)
+
+rendered_series = Table(
+    "rendered_series",
+    metadata,
+    # The WADO-RS metadata answer of one series (PS3.18 10.4), rendered once:
+    # the DICOM JSON of every instance, BulkDataURIs pointing at ``base``.
+    # A write to the series deletes its rows in the writing transaction.
+    Column("series_id", BigId, ForeignKey(series.c.id, ondelete="CASCADE"), primary_key=True),
+    # The service URL the BulkDataURIs were written for (one row per base).
+    Column("base", String(512), primary_key=True),
+    Column("etag", String(64), nullable=False),
+    Column("instances", Integer, nullable=False),
+    # gzip-compressed JSON (already compressed: no TOAST compression on PG).
+    Column("body", LargeBinary, nullable=False),
+    _created(),
 )
 
 followers = Table(

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from metastore import db, records
 from metastore.errors import InvalidMetadata
 from metastore.records import Where
-from metastore.schema import instances, series, studies
+from metastore.schema import instances, rendered_series, series, studies
 
 STUDY_COLUMNS = (
     "study_uid",
@@ -75,7 +75,7 @@ class StudyState:
     stored_modalities: frozenset[str] = field(default_factory=frozenset)  # as the row has them
 
 
-def _chunks(items: list[str]) -> Iterable[list[str]]:
+def _chunks(items: list[Any]) -> Iterable[list[Any]]:
     for start in range(0, len(items), _IN_CHUNK):
         yield items[start : start + _IN_CHUNK]
 
@@ -233,6 +233,19 @@ def upsert_series(
     )
     uids = [uid for (uid,) in written]
     study_uid = rows[0]["study_uid"]
+    for chunk in _chunks(uids):
+        # The rendered metadata of a rewritten series is stale from this commit on.
+        connection.execute(
+            sa.delete(rendered_series).where(
+                rendered_series.c.series_id.in_(
+                    sa.select(series.c.id).where(
+                        series.c.study_id == state.id,
+                        series.c.source_id == source_id,
+                        series.c.series_uid.in_(chunk),
+                    )
+                )
+            )
+        )
     new = sum(1 for uid in uids if (study_uid, uid) not in before)
     state.new_series += new
     if uids:
@@ -286,6 +299,16 @@ def write_instances(
             .values(num_instances=series.c.num_instances + added)
         )
     return added, changed
+
+
+def forget_rendered(connection: Connection, series_ids: Iterable[int]) -> None:
+    """Delete the rendered metadata (``metastore serve``'s cache) of these series.
+
+    Called in the transaction that writes to them, so no reader ever sees a
+    rendered answer older than the rows it was rendered from once they commit.
+    """
+    for chunk in _chunks(sorted(set(series_ids))):
+        connection.execute(sa.delete(rendered_series).where(rendered_series.c.series_id.in_(chunk)))
 
 
 def finish_study(connection: Connection, state: StudyState) -> None:

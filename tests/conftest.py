@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+# The OHIF viewer and a browser to drive it (tests/ohif.py).
+from ohif import browser, browser_context, ohif_dist, viewer, viewer_page  # noqa: F401  (fixtures)
+
 # The DICOMweb servers (a real Orthanc, the static tree), shared by every test module.
 from servers import orthanc, static_tree  # noqa: F401  (fixtures)
 from sync_helpers import archive, recorder  # noqa: F401  (fixtures)

@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from metastore import MetaStore, SchemaNotAtHead, db
-from metastore.schema import metadata
+from metastore.schema import include_object, metadata
 
 
 def _tables(engine: sa.Engine) -> set[str]:
@@ -28,7 +28,11 @@ def test_up_down_up_and_head_matches_models(empty_db_url: str) -> None:
         assert db.current_revision(engine) is None
         db.upgrade(engine)
         with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            options = {
+                "compare_type": True,
+                "include_object": include_object(connection.dialect.name),
+            }
+            context = MigrationContext.configure(connection, opts=options)
             differences = compare_metadata(context, metadata)
         assert differences == []
     finally:

@@ -2,7 +2,8 @@
 
 Thin on purpose: every command is one library call. One module per command
 group (:mod:`~metastore.cli.database`, :mod:`~metastore.cli.read`,
-:mod:`~metastore.cli.events`, :mod:`~metastore.cli.ingest`, :mod:`~metastore.cli.sync`), each adding
+:mod:`~metastore.cli.events`, :mod:`~metastore.cli.ingest`,
+:mod:`~metastore.cli.search`, :mod:`~metastore.cli.serve`, :mod:`~metastore.cli.sync`), each adding
 its commands with ``add_commands``; what they share is in ``_common``.
 Every option has an environment twin named ``METASTORE_<OPTION>`` (``--db``
 is ``METASTORE_DATABASE_URL``), shown in its help. Expected errors
@@ -16,7 +17,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from metastore.cli import database, events, ingest, read, sync
+from metastore.cli import database, events, ingest, ohif, read, search, serve, sync
 from metastore.cli._common import Handler, command_group, option
 from metastore.db import DEFAULT_URL, URL_ENV
 from metastore.errors import MetastoreError
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     option(parser, "--log-level", default="WARNING", help="logging level (DEBUG, INFO, WARNING)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (database, read, events, ingest, sync):
+    for group in (database, read, events, ingest, search, serve, ohif, sync):
         group.add_commands(commands)
     return parser
 

@@ -50,13 +50,10 @@ def write_launch_file(path: str | Path, studies_: Iterable[Mapping[str, Any]]) -
     count = 0
     try:
         with _open_out(partial, gzipped=target.suffix == ".gz") as out:
-            out.write(b'{"studies": [')
-            for study in studies_:
-                if count:
-                    out.write(b",\n")
-                out.write(orjson.dumps(study))
+            for chunk in encode_launch_file(studies_):
+                out.write(chunk)
                 count += 1
-            out.write(b"]}\n")
+        count -= 2  # the opening and the closing
         os.replace(partial, target)
     except OSError as err:
         raise MetastoreError(f"cannot write {target}: {err.strerror or err}") from err
@@ -64,6 +61,17 @@ def write_launch_file(path: str | Path, studies_: Iterable[Mapping[str, Any]]) -
         if partial.exists():
             partial.unlink()
     return count
+
+
+def encode_launch_file(studies_: Iterable[Mapping[str, Any]]) -> Iterator[bytes]:
+    """The launch file ``{"studies": [...]}`` as bytes: the opening, one chunk per study, the end.
+
+    Studies are encoded one at a time (orjson), so a file of any size streams.
+    """
+    yield b'{"studies": ['
+    for index, study in enumerate(studies_):
+        yield (b",\n" if index else b"") + orjson.dumps(study)
+    yield b"]}\n"
 
 
 def _open_out(path: Path, *, gzipped: bool) -> IO[bytes]:
