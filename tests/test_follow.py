@@ -40,6 +40,15 @@ def has_event(db_url: str, kind: str, study_uid: str) -> Callable[[], bool]:
     return check
 
 
+def has_events(db_url: str, kind: str, study_uid: str, count: int) -> Callable[[], bool]:
+    def check() -> bool:
+        with MetaStore(db_url) as store:
+            found = [e for e in events_after(store, 0) if e.type == kind]
+            return sum(1 for e in found if e.study_uid == study_uid) >= count
+
+    return check
+
+
 @contextmanager
 def following(db_url: str, base: str, root: str) -> Iterator[None]:
     stop = threading.Event()
@@ -121,7 +130,7 @@ def test_killed_and_restarted_it_neither_misses_nor_repeats(db_url: str, archive
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     try:
         archive.upload(first)
-        wait_for(has_event(db_url, EVENTS.INSTANCES_ADDED, first_uid), "the first study")
+        wait_for(has_events(db_url, EVENTS.INSTANCES_ADDED, first_uid, 2), "the first study")
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
