@@ -58,8 +58,9 @@ class EventType(enum.StrEnum):
     SERIES_ADDED = "SERIES_ADDED"
     INSTANCES_ADDED = "INSTANCES_ADDED"
     STUDY_DELETED = "STUDY_DELETED"
-    #: A source's series list of a study was deleted (the study has others).
-    SERIES_DELETED = "SERIES_DELETED"
+    #: A source's series removed from a study that other sources still hold
+    #: (the archive deleted them); payload: ``SeriesInstanceUIDs``, ``numInstances``.
+    SERIES_REMOVED = "SERIES_REMOVED"
 
 
 #: The event names, as ``EVENTS.SERIES_ADDED`` etc. (OHIF spells it so).

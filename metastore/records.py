@@ -18,6 +18,7 @@ import orjson
 from metastore.dicom import person_name_text
 from metastore.dicomvalues import parse_int
 from metastore.errors import InvalidMetadata
+from metastore.imageids import frame_image_ids
 
 # Study-level attributes (PS3.4 C.6.2.1.2, the Study Root QIDO keys) that a
 # study row takes from an instance when the study is first seen through its
@@ -362,3 +363,45 @@ def _checked_keys(meta: Mapping[str, Any], where: Where) -> tuple[Any, ...]:
 def pick(meta: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     """The subset of ``meta`` under ``keys`` that is present."""
     return {k: meta[k] for k in keys if k in meta}
+
+
+# -- rows read back as naturalized metadata ---------------------------------
+
+
+def _multi(values: list[str]) -> str | list[str]:
+    # The naturalized length-1 rule: one value bare, several as a list.
+    return values[0] if len(values) == 1 else values
+
+
+def study_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A ``studies`` row as OHIF's study metadata, with its counts and ModalitiesInStudy."""
+    result = dict(row["metadata"])
+    modalities = row["modalities_in_study"]
+    result["ModalitiesInStudy"] = _multi(modalities.split("\\")) if modalities else []
+    result["NumberOfStudyRelatedSeries"] = row["num_series"]
+    result["NumberOfStudyRelatedInstances"] = row["num_instances"]
+    return result
+
+
+def series_dict(row: Mapping[Any, Any], instance_dicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A ``series`` row as OHIF's series metadata, holding its instances."""
+    result = dict(row["metadata"])
+    result["NumberOfSeriesRelatedInstances"] = row["num_instances"]
+    result["instances"] = instance_dicts
+    return result
+
+
+def instance_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """An ``instances`` row as OHIF's instance metadata, with ``url`` and imageId(s)."""
+    result = dict(row["metadata"])
+    if row["url"] is not None:
+        result["url"] = row["url"]
+    # OHIF's DICOM JSON convention: without an imageId of its own, the url is it.
+    image_id = row["image_id"] or row["url"]
+    if image_id is not None:
+        result["imageId"] = image_id
+        frames = row["number_of_frames"]
+        if frames is not None and frames > 1:
+            # A multi-frame instance: one imageId per frame (1-based, see imageids).
+            result["imageIds"] = frame_image_ids(image_id, frames)
+    return result

@@ -244,6 +244,10 @@ ingest_jobs = Table(
     # The parts of the unit that could not be read on its last run ([{"series",
     # "instance", "error"}]); the next run retries only those. NULL: none.
     Column("failed_parts", Document),
+    # +1 whenever the unit is queued again while a worker holds it: the
+    # worker's completion then queues it once more instead of marking it
+    # done, so a change announced mid-pull is never lost.
+    Column("generation", Integer, nullable=False, server_default="0"),
     _created(),
     _updated(),
     UniqueConstraint("source_id", "unit"),
@@ -264,4 +268,33 @@ rendered_series = Table(
     # gzip-compressed JSON (already compressed: no TOAST compression on PG).
     Column("body", LargeBinary, nullable=False),
     _created(),
+)
+
+followers = Table(
+    "followers",
+    metadata,
+    # One change-feed follower per source: where it has read the archive's feed up to.
+    Column("source_id", Integer, ForeignKey(sources.c.id, ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    # The archive's own cursor (Orthanc's change Seq...), as text; NULL: not started.
+    Column("position", Text),
+    Column("lease_owner", String(128)),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    _created(),
+    _updated(),
+)
+
+# Scratch tables: per-transaction temporary tables, never migrated.
+scratch = MetaData()
+
+#: One archive study listing, loaded by ``metastore sync`` to compare with the index in SQL.
+sync_listing = Table(
+    "metastore_sync_listing",
+    scratch,
+    Column("study_uid", Uid, primary_key=True),
+    # NULL where the archive gave no count: the study is then pulled.
+    Column("num_series", Integer),
+    Column("num_instances", BigInteger),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
 )

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from metastore import db, records, writer
 from metastore.errors import InvalidMetadata, StoreClosed
-from metastore.imageids import frame_image_ids, strip_frame
+from metastore.imageids import strip_frame
 from metastore.names import check_name
 from metastore.outbox import Event, EventType, event_row, read_changes, write_events
 from metastore.records import Where
@@ -359,6 +359,21 @@ class MetaStore:
         self._notify(events)
         return removed
 
+    def remove_series(
+        self, study_uid: str, *, source: str, series_uids: Iterable[str] | None = None
+    ) -> Event | None:
+        """Remove a source's series of a study (all, or those named): ``STUDY_DELETED`` when no
+        other source holds it (it goes too), else ``SERIES_REMOVED``; None if it held none."""
+        with self._writing(f"removing series of study {study_uid}") as connection:
+            source_id = self._source_id(connection, source)
+            uids, count, gone = writer.remove_series(connection, study_uid, source_id, series_uids)
+            if not uids:
+                return None
+            row = writer.removal_event_row(study_uid, source, uids, count, gone)
+            events = write_events(connection, [row])
+        self._notify(events)
+        return events[0]
+
     # -- reads ---------------------------------------------------------------
 
     def get_study(self, study_uid: str) -> dict[str, Any] | None:
@@ -390,11 +405,13 @@ class MetaStore:
             )
         by_series: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for row in instance_rows:
-            by_series[row["series_id"]].append(_instance_dict(row))
+            by_series[row["series_id"]].append(records.instance_dict(row))
         lists: dict[str, list[dict[str, Any]]] = {}
         for row in series_rows:
-            lists.setdefault(row["source"], []).append(_series_dict(row, by_series[row["id"]]))
-        result = _study_dict(study)
+            lists.setdefault(row["source"], []).append(
+                records.series_dict(row, by_series[row["id"]])
+            )
+        result = records.study_dict(study)
         result["seriesLists"] = [{"source": name, "series": items} for name, items in lists.items()]
         return result
 
@@ -411,7 +428,7 @@ class MetaStore:
                 .mappings()
                 .all()
             )
-        return _series_dict(row, [_instance_dict(r) for r in instance_rows])
+        return records.series_dict(row, [records.instance_dict(r) for r in instance_rows])
 
     def get_instance(
         self, study_uid: str, series_uid: str, sop_uid: str, *, source: str | None = None
@@ -430,7 +447,7 @@ class MetaStore:
                 .mappings()
                 .first()
             )
-        return None if found is None else _instance_dict(found)
+        return None if found is None else records.instance_dict(found)
 
     def get_instance_by_image_id(self, image_id: str) -> dict[str, Any] | None:
         """The instance a viewer's imageId (or retrieval url) names, or None.
@@ -453,7 +470,7 @@ class MetaStore:
                         .first()
                     )
                     if found is not None:
-                        return _instance_dict(found)
+                        return records.instance_dict(found)
         return None
 
     def _find_series(
@@ -557,42 +574,6 @@ _INSTANCE_QUERY = sa.select(
     instances.c.instance_number,
     instances.c.sop_uid,
 )
-
-
-def _multi(values: list[str]) -> str | list[str]:
-    # The naturalized length-1 rule: one value bare, several as a list.
-    return values[0] if len(values) == 1 else values
-
-
-def _study_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
-    result = dict(row["metadata"])
-    modalities = row["modalities_in_study"]
-    result["ModalitiesInStudy"] = _multi(modalities.split("\\")) if modalities else []
-    result["NumberOfStudyRelatedSeries"] = row["num_series"]
-    result["NumberOfStudyRelatedInstances"] = row["num_instances"]
-    return result
-
-
-def _series_dict(row: Mapping[Any, Any], instance_dicts: list[dict[str, Any]]) -> dict[str, Any]:
-    result = dict(row["metadata"])
-    result["NumberOfSeriesRelatedInstances"] = row["num_instances"]
-    result["instances"] = instance_dicts
-    return result
-
-
-def _instance_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
-    result = dict(row["metadata"])
-    if row["url"] is not None:
-        result["url"] = row["url"]
-    # OHIF's DICOM JSON convention: without an imageId of its own, the url is it.
-    image_id = row["image_id"] or row["url"]
-    if image_id is not None:
-        result["imageId"] = image_id
-        frames = row["number_of_frames"]
-        if frames is not None and frames > 1:
-            # A multi-frame instance: one imageId per frame (1-based, see imageids).
-            result["imageIds"] = frame_image_ids(image_id, frames)
-    return result
 
 
 def _check_source_name(name: Any) -> None:

@@ -333,9 +333,49 @@ def finish_study(connection: Connection, state: StudyState) -> None:
         connection.execute(sa.update(studies).where(studies.c.id == state.id).values(values))
 
 
+def remove_series(
+    connection: Connection, study_uid: str, source_id: int, series_uids: Iterable[str] | None
+) -> tuple[list[str], int, dict[str, int] | None]:
+    """Delete a source's series of a study (all of them, or those named) with their instances.
+
+    Returns the series UIDs removed, how many instances they held, and,
+    when the study is left without any series of any source (and is
+    deleted too), its counts before the removal; otherwise None and the
+    study's counts and ModalitiesInStudy are brought down.
+    """
+    state = lock_studies(connection, [study_uid]).get(study_uid)
+    if state is None:
+        return [], 0, None
+    where = sa.and_(series.c.study_id == state.id, series.c.source_id == source_id)
+    if series_uids is not None:
+        where = sa.and_(where, series.c.series_uid.in_(sorted(set(series_uids))))
+    removed = connection.execute(
+        sa.delete(series).where(where).returning(series.c.series_uid, series.c.num_instances)
+    ).all()
+    uids = sorted(uid for uid, _count in removed)
+    count = sum(n for _uid, n in removed)
+    if not removed:
+        return [], 0, None
+    left = connection.execute(
+        sa.select(sa.func.count()).select_from(series).where(series.c.study_id == state.id)
+    ).scalar_one()
+    if left == 0:
+        gone = connection.execute(
+            sa.delete(studies)
+            .where(studies.c.id == state.id)
+            .returning(studies.c.num_series, studies.c.num_instances)
+        ).one()
+        return uids, count, {"numSeries": gone.num_series, "numInstances": gone.num_instances}
+    state.new_series -= len(removed)
+    state.new_instances -= count
+    state.recount_modalities = True
+    finish_study(connection, state)
+    return uids, count, None
+
+
 @dataclass(frozen=True, kw_only=True)
 class RemovedSeries:
-    """What deleting one source's series list of a study removed."""
+    """What removing one source's series list of a study removed."""
 
     study_uid: str
     series_uids: list[str]
@@ -343,62 +383,46 @@ class RemovedSeries:
     study_deleted: bool
 
 
+def removal_event_row(
+    study_uid: str, source: str, series_uids: list[str], instances: int, gone: dict[str, int] | None
+) -> dict[str, Any]:
+    """The outbox row announcing a removal: ``STUDY_DELETED`` when the study went with it
+    (payload: its counts before), else ``SERIES_REMOVED`` (payload: the series and their
+    instance count)."""
+    if gone is not None:
+        return event_row(EventType.STUDY_DELETED, study_uid, None, source, gone)
+    payload = {"SeriesInstanceUIDs": series_uids, "numInstances": instances}
+    return event_row(EventType.SERIES_REMOVED, study_uid, None, source, payload)
+
+
 def delete_source_rows(
     connection: Connection, name: str
 ) -> tuple[list[RemovedSeries] | None, list[dict[str, Any]]]:
-    """Delete a source's series (and their instances) and the source; studies left empty go.
-
-    The counts and ModalitiesInStudy of the studies that keep other series
-    lists are recomputed. Returns what went and its outbox rows for the
-    caller to write: ``STUDY_DELETED`` for a study left without series,
-    ``SERIES_DELETED`` (naming the series) for one that keeps others.
-    ``None`` (and no rows) when there is no such source.
-    """
+    """Delete a source with its series lists (``remove_series`` per study, in UID order) and
+    return what went with the outbox rows for the caller to write; ``None`` when there is no
+    such source."""
     source_id = connection.execute(sa.select(sources.c.id).where(sources.c.name == name)).scalar()
     if source_id is None:
         return None, []
-    found = connection.execute(
-        sa.select(studies.c.study_uid, series.c.series_uid, series.c.num_instances)
+    study_uids = connection.execute(
+        sa.select(studies.c.study_uid)
         .join(series, series.c.study_id == studies.c.id)
         .where(series.c.source_id == source_id)
-        .order_by(studies.c.study_uid, series.c.series_uid)
-    ).all()
-    by_study: dict[str, list[tuple[str, int]]] = {}
-    for study_uid, series_uid, count in found:
-        by_study.setdefault(study_uid, []).append((series_uid, count))
-    states = lock_studies(connection, by_study)
-    connection.execute(sa.delete(series).where(series.c.source_id == source_id))
-    connection.execute(sa.delete(sources).where(sources.c.id == source_id))
-    removed = []
-    for study_uid, gone in by_study.items():
-        state = states[study_uid]
-        left = connection.execute(
-            sa.select(sa.func.count()).select_from(series).where(series.c.study_id == state.id)
-        ).scalar_one()
-        if not left:
-            connection.execute(sa.delete(studies).where(studies.c.id == state.id))
-        else:
-            state.new_series = -len(gone)
-            state.new_instances = -sum(count for _uid, count in gone)
-            state.recount_modalities = True
-            finish_study(connection, state)
-        uids = [uid for uid, _count in gone]
+        .distinct()
+        .order_by(studies.c.study_uid)
+    ).scalars()
+    removed: list[RemovedSeries] = []
+    rows: list[dict[str, Any]] = []
+    for study_uid in list(study_uids):
+        uids, count, gone = remove_series(connection, study_uid, source_id, None)
         removed.append(
             RemovedSeries(
                 study_uid=study_uid,
                 series_uids=uids,
-                instances=sum(count for _uid, count in gone),
-                study_deleted=not left,
+                instances=count,
+                study_deleted=gone is not None,
             )
         )
-    rows = [
-        event_row(
-            EventType.STUDY_DELETED if r.study_deleted else EventType.SERIES_DELETED,
-            r.study_uid,
-            None,
-            name,
-            {"series": r.series_uids, "numInstances": r.instances},
-        )
-        for r in removed
-    ]
+        rows.append(removal_event_row(study_uid, name, uids, count, gone))
+    connection.execute(sa.delete(sources).where(sources.c.id == source_id))
     return removed, rows

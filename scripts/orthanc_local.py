@@ -69,12 +69,20 @@ class LocalOrthanc:
     Use as a context manager; ``root`` is the DICOMweb root URL.
     """
 
-    def __init__(self, folder: Path | None = None, *, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path | None = None,
+        *,
+        users: dict[str, str] | None = None,
+        stable_age: int | None = None,
+    ) -> None:
         self.binary, self.plugin = find_orthanc()
         self._own_folder = folder is None
         self.folder = Path(folder or tempfile.mkdtemp(prefix="metastore-orthanc-"))
         self.folder.mkdir(parents=True, exist_ok=True)
         self.users = dict(users or {})
+        # Seconds without a new instance before Orthanc calls a study stable (its default: 60).
+        self.stable_age = stable_age
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.root = f"{self.base}/dicom-web"
@@ -106,6 +114,8 @@ class LocalOrthanc:
             "HttpCompressionEnabled": False,
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
         }
+        if self.stable_age is not None:
+            config["StableAge"] = self.stable_age
         config_path = self.folder / "orthanc.json"
         config_path.write_text(json.dumps(config, indent=2))
         log = self._log.open("wb")
@@ -127,6 +137,16 @@ class LocalOrthanc:
         tail = self._log.read_text(errors="replace")[-2000:]
         self.stop()
         raise OrthancUnavailable(f"Orthanc did not start on port {self.port}:\n{tail}")
+
+    def delete(self, level: str, uid: str) -> None:
+        """Delete a study or series (``level`` ``studies``/``series``) by its DICOM UID."""
+        with self.client() as client:
+            found = client.post("/tools/lookup", content=uid).json()
+            for item in found:
+                if item["Path"].startswith(f"/{level}/"):
+                    client.delete(item["Path"]).raise_for_status()
+                    return
+        raise LookupError(f"{uid} is not in Orthanc")
 
     def client(self) -> httpx.Client:
         """A client for Orthanc's own REST API (with the first user's credentials)."""
@@ -169,10 +189,18 @@ class LocalOrthanc:
 
 
 def ct_study(
-    *, series: int = 3, instances: int = 10, patient: str = "GEN001", index: int = 0
+    *,
+    series: int = 3,
+    instances: int = 10,
+    patient: str = "GEN001",
+    index: int = 0,
+    study_uid: str | None = None,
 ) -> Iterator[bytes]:
-    """A generated multi-series CT study: small real DICOM files (Part 10 bytes)."""
-    study_uid = generate_uid()
+    """A generated multi-series CT study: small real DICOM files (Part 10 bytes).
+
+    ``study_uid`` adds the series to that study (a new UID by default).
+    """
+    study_uid = study_uid or generate_uid()
     for s in range(1, series + 1):
         series_uid = generate_uid()
         for n in range(1, instances + 1):

@@ -23,6 +23,7 @@ from ohif import browser, browser_context, ohif_dist, viewer, viewer_page  # noq
 
 # The DICOMweb servers (a real Orthanc, the static tree), shared by every test module.
 from servers import orthanc, static_tree  # noqa: F401  (fixtures)
+from sync_helpers import archive, recorder  # noqa: F401  (fixtures)
 
 from metastore import MetaStore, db
 

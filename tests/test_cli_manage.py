@@ -66,7 +66,7 @@ def test_delete_source_keeps_other_lists_and_writes_events(
         assert store.get_study("7.7") is None
         tail = store.changes(after=0, limit=100)[-2:]
     assert {(e.type, e.study_uid) for e in tail} == {
-        (EVENTS.SERIES_DELETED, "1.2.3"),
+        (EVENTS.SERIES_REMOVED, "1.2.3"),
         (EVENTS.STUDY_DELETED, "7.7"),
     }
     code, _, err = run(capsys, "--db", db_url, "delete", "source", "cache")

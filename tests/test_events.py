@@ -395,8 +395,8 @@ def test_removed_consumer_no_longer_holds_back_prune(store: MetaStore) -> None:
 
 
 def test_bad_settings_are_refused(store: MetaStore) -> None:
-    with pytest.raises(ConfigurationError, match="unknown event type 'SERIES_REMOVED'"):
-        Consumer(store, "x", ["SERIES_REMOVED"])
+    with pytest.raises(ConfigurationError, match="unknown event type 'SERIES_RENAMED'"):
+        Consumer(store, "x", ["SERIES_RENAMED"])
     with pytest.raises(ConfigurationError, match="consumer name"):
         Consumer(store, "")
     with pytest.raises(ConfigurationError, match="start"):

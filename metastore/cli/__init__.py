@@ -4,7 +4,8 @@ Thin on purpose: every command is one library call. One module per command
 group (:mod:`~metastore.cli.database`, :mod:`~metastore.cli.read`,
 :mod:`~metastore.cli.manage`, :mod:`~metastore.cli.events`,
 :mod:`~metastore.cli.ingest`, :mod:`~metastore.cli.search`,
-:mod:`~metastore.cli.serve`, :mod:`~metastore.cli.ohif`), each adding
+:mod:`~metastore.cli.serve`, :mod:`~metastore.cli.ohif`,
+:mod:`~metastore.cli.sync`), each adding
 its commands with ``add_commands`` and importing the library only when a
 command runs, so ``--help`` is quick. What they share is in ``_common``,
 the environment twin rule included. Expected errors (``MetastoreError``)
@@ -21,7 +22,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from metastore.cli import database, events, ingest, manage, ohif, read, search, serve
+from metastore.cli import database, events, ingest, manage, ohif, read, search, serve, sync
 from metastore.cli._common import Handler, check_env, command_group, option
 from metastore.dburl import DEFAULT_URL, URL_ENV
 from metastore.errors import MetastoreError
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="logging level (DEBUG, INFO, WARNING, ERROR)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (database, read, manage, events, ingest, search, serve, ohif):
+    for group in (database, read, manage, events, ingest, search, serve, ohif, sync):
         group.add_commands(commands)
     return parser
 

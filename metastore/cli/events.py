@@ -120,7 +120,7 @@ def add_commands(commands: Any) -> None:
         tail,
         "--type",
         metavar="TYPE[,TYPE]",
-        help="only these event types (SERIES_ADDED, INSTANCES_ADDED, STUDY_DELETED)",
+        help="only these event types (SERIES_ADDED, INSTANCES_ADDED, STUDY_DELETED, SERIES_REMOVED)",
     )
     option(
         tail, "--after", type=count_int, default=0, help="without --consumer: start after this seq"

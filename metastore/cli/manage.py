@@ -69,7 +69,7 @@ def add_commands(commands: Any) -> None:
     study.set_defaults(handler=_delete_study)
     source = delete.add_parser(
         "source",
-        help="a source with its series lists (STUDY_DELETED or SERIES_DELETED per study)",
+        help="a source with its series lists (STUDY_DELETED or SERIES_REMOVED per study)",
     )
     source.add_argument("name", metavar="NAME", help="the source's name")
     source.set_defaults(handler=_delete_source)

@@ -51,6 +51,7 @@ class Job:
     last_error: str | None
     #: What its last run could not read (series, instance, error), retried alone next time.
     failed_parts: list[dict[str, Any]] | None
+    generation: int
     created_at: datetime
     updated_at: datetime
 
@@ -93,7 +94,10 @@ class JobQueue:
         A unit already queued, done or failed is queued afresh (a re-run brings
         the index up to date; a unit whose last run could not read some parts
         keeps them, and its next run retries only those); one that a live
-        worker holds is left alone.
+        worker holds keeps its worker and has its ``generation`` raised, so
+        that worker's completion queues it once more (what changed after its
+        pull began is pulled too). A unit is one row whoever queues it: a
+        sync racing a follower makes one job per study, not two.
         """
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
@@ -101,9 +105,10 @@ class JobQueue:
         with db.writing(self.store.engine, "queueing ingest jobs") as connection:
             source_id = self._source_id(connection, source)
             now = db.now(connection)
+            # In unit order, so concurrent enqueuers lock rows in one order (no deadlock).
             rows = [
                 {"source_id": source_id, "unit": unit, "params": dict(params)}
-                for unit, params in dict(units).items()
+                for unit, params in sorted(dict(units).items())
             ]
             for start in range(0, len(rows), _CHUNK):
                 statement = db.upsert(connection, ingest_jobs).values(
@@ -127,6 +132,18 @@ class JobQueue:
                     ),
                 ).returning(ingest_jobs.c.id)
                 total += len(connection.execute(statement, rows[start : start + _CHUNK]).all())
+            held = sa.and_(
+                ingest_jobs.c.source_id == source_id,
+                ingest_jobs.c.state == RUNNING,
+                ingest_jobs.c.lease_expires_at >= now,
+            )
+            for start in range(0, len(rows), _CHUNK):
+                units_chunk = [row["unit"] for row in rows[start : start + _CHUNK]]
+                connection.execute(
+                    sa.update(ingest_jobs)
+                    .where(held, ingest_jobs.c.unit.in_(units_chunk))
+                    .values(generation=ingest_jobs.c.generation + 1)
+                )
         return total
 
     def claim(self, owner: str, *, lease: float, source: str | None = None) -> Job | None:
@@ -239,10 +256,34 @@ class JobQueue:
             if state == QUEUED:
                 values["next_try_at"] = db.later(connection, delay)
                 values["lease_owner"] = None
-            result = connection.execute(
-                sa.update(ingest_jobs).where(self._owned(connection, job, owner)).values(**values)
-            )
+            owned = self._owned(connection, job, owner)
+            if parts is not _KEEP:  # a run's end: only if the unit was not queued meanwhile
+                owned = sa.and_(owned, ingest_jobs.c.generation == job.generation)
+            result = connection.execute(sa.update(ingest_jobs).where(owned).values(**values))
+            if result.rowcount == 0 and parts is not _KEEP:
+                result = self._queue_again(connection, job, owner)
         return result.rowcount == 1
+
+    def _queue_again(self, connection: Connection, job: Job, owner: str) -> Any:
+        """The unit was queued again while this run held it: back to the queue, for a whole pull.
+
+        What changed after the pull began may be missing, so the run ends
+        neither done nor failed with parts.
+        """
+        return connection.execute(
+            sa.update(ingest_jobs)
+            .where(self._owned(connection, job, owner))
+            .values(
+                state=QUEUED,
+                attempts=0,
+                next_try_at=db.now(connection),
+                lease_owner=None,
+                lease_expires_at=None,
+                last_error=None,
+                failed_parts=sa.null(),
+                updated_at=sa.func.now(),
+            )
+        )
 
     def jobs(
         self, *, state: str | None = None, source: str | None = None, limit: int = 100

@@ -186,14 +186,18 @@ def drain(
     lease: float = 60.0,
     poll: float = 0.2,
     progress: Counter | None = None,
+    stop: StopFlag | None = None,
 ) -> IngestSummary:
-    """Run ``workers`` workers (processes when more than one) until the queue is drained."""
+    """Run ``workers`` workers (processes when more than one) until the queue is drained.
+
+    ``stop`` (one worker only) ends the run once the current job is done.
+    """
     if workers == 1:
         with MetaStore(url) as store:
             worker = Worker(
                 store, source=source, secrets=secrets, lease=lease, poll=poll, progress=progress
             )
-            return worker.run(once=True)
+            return worker.run(once=True, stop=stop)
     with WorkerPool(url, workers, source=source, secrets=secrets, lease=lease, poll=poll) as pool:
         pool.go()
         return pool.join(progress)

@@ -46,6 +46,7 @@ from metastore.errors import (
     SourceUnavailable,
     UnknownSource,
 )
+from metastore.ingest.compare import changed_series, series_counts
 from metastore.ingest.queue import QUEUED, RUNNING, Job, JobQueue
 from metastore.ingest.summary import Failure, IngestSummary, Tally
 from metastore.ingest.write import write_study
@@ -193,11 +194,17 @@ class Worker:
         study_uid = job.unit
         study_row = job.params.get("study")
         series_rows = source.search_series(study_uid)
-        retry = _series_to_retry(job.failed_parts)
-        if retry is not None:
-            series_rows = [row for row in series_rows if row["SeriesInstanceUID"] in retry]
-            log.info("%s: study %s: retrying %d series", self.owner, study_uid, len(series_rows))
-        uids = [row["SeriesInstanceUID"] for row in series_rows]
+        if job.params.get("changed_series"):
+            # A sync: the series whose counts differ (one that failed last time is among them).
+            uids = self._changed_series(job, info.name, series_rows)
+        else:
+            retry = _series_to_retry(job.failed_parts)
+            if retry is not None:
+                series_rows = [row for row in series_rows if row["SeriesInstanceUID"] in retry]
+                log.info(
+                    "%s: study %s: retrying %d series", self.owner, study_uid, len(series_rows)
+                )
+            uids = [row["SeriesInstanceUID"] for row in series_rows]
         study = StudyMetadata(
             study=study_row if isinstance(study_row, Mapping) else {},
             summaries=series_rows,
@@ -225,6 +232,17 @@ class Worker:
         log.info(
             "%s: study %s from %s: %d series", self.owner, study_uid, info.name, len(series_rows)
         )
+
+    def _changed_series(
+        self, job: Job, source: str, series_rows: list[dict[str, Any]]
+    ) -> list[str]:
+        """The listed series whose counts differ from the index; with ``prune``, drop the unlisted."""
+        held = series_counts(self.store, source, job.unit)
+        gone = set(held).difference(str(row["SeriesInstanceUID"]) for row in series_rows)
+        if gone and job.params.get("prune"):
+            self._keep_lease(job)
+            self.store.remove_series(job.unit, source=source, series_uids=gone)
+        return changed_series(series_rows, held)
 
     def _take_report(self, source: Source) -> list[Rejected]:
         """Count what the source normalized; return what it rejected."""
