@@ -189,7 +189,9 @@ def test_served_launch_file_urls_resolve_through_the_service(
         url = frames[sop][number - 1]
         assert url.endswith(f"/instances/{sop}/frames/{number}")
         got = ours.retrieve_bulkdata(url.removeprefix("wadors:"), media_types=OCTETS)
-        study, series = (_instance(theirs, sop)[tag]["Value"][0] for tag in ("0020000D", "0020000E"))
+        study, series = (
+            _instance(theirs, sop)[tag]["Value"][0] for tag in ("0020000D", "0020000E")
+        )
         expected = theirs.retrieve_instance_frames(
             study, series, sop, frame_numbers=[number], media_types=OCTETS
         )
