@@ -348,7 +348,7 @@ def _naturalize(dataset: Mapping[Any, Any], quirks: Quirks) -> dict[str, Any]:
         except PathError as exc:
             exc.path = f"{key}.{exc.path}"
             raise
-        if vr == "SQ" and payload is not None:
+        if vr == "SQ" and type(payload) is list:  # not a BulkDataURI (Orthanc's large sequences)
             result: Any = []
             for index, item in enumerate(payload):
                 try:

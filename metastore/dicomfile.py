@@ -39,7 +39,6 @@ from pydicom import config as pydicom_config
 from pydicom._dicom_dict import DicomDictionary
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
 from pydicom.valuerep import IS, MAX_VALUE_LEN, STR_VR_REGEXES, VALIDATORS
 from pydicom.values import convert_PN
@@ -176,8 +175,11 @@ def _read_file(path: Path, url: str) -> FileRead:
         meta = naturalize_dataset(dataset, url.removeprefix("dicomweb:"), quirks)
     except InvalidMetadata as err:
         return FileRead(error=str(err))
-    except (InvalidDicomError, OSError, ValueError, TypeError, EOFError, KeyError) as err:
-        reason = str(err) or type(err).__name__
+    except Exception as err:
+        # pydicom fails in any of its layers on damaged input (InvalidDicomError,
+        # NotImplementedError for an unknown VR, struct.error, OverflowError...;
+        # found by fuzzing): whatever it raises is this file's reason.
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         return FileRead(error=reason) if _marked(path) else FileRead(not_dicom=reason)
     meta["url"] = url
     meta["imageId"] = url

@@ -206,6 +206,19 @@ def _take_outbox_lock_and_notify(connection: Connection) -> None:
     )
 
 
+#: The largest sequence number either engine can hold (a signed 64-bit integer).
+MAX_SEQ = 2**63 - 1
+
+
+def sequence_number(value: int, name: str, *, low: int = 0) -> int:
+    """``value`` if it is an integer from ``low`` to ``MAX_SEQ``; else ``ConfigurationError``."""
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= MAX_SEQ:
+        raise ConfigurationError(
+            f"{name} must be an integer from {low} to {MAX_SEQ}, not {value!r}"
+        )
+    return value
+
+
 def read_changes(
     connection: Connection,
     after: int = 0,
@@ -220,6 +233,8 @@ def read_changes(
     (see the module docstring). ``types`` keeps only those event types;
     ``until`` stops at that sequence number.
     """
+    after = sequence_number(after, "after")
+    limit = sequence_number(limit, "limit", low=1)
     query = sa.select(*_COLUMNS).where(outbox.c.seq > after).order_by(outbox.c.seq).limit(limit)
     if types:
         query = query.where(outbox.c.event_type.in_(sorted(str(t) for t in types)))

@@ -211,6 +211,13 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
+#: How deep containers may nest inside one metadata value. DICOM sequences of
+#: real objects nest a handful of levels (two JSON levels each); orjson stops
+#: at 255, so deeper input is refused where it is read, before anything of it
+#: is written.
+MAX_NESTING = 100
+
+
 def encode(document: Mapping[str, Any], where: Where) -> bytes:
     """Canonical JSON (sorted keys), encoded once and stored as-is.
 

@@ -62,9 +62,14 @@ def test_csv_with_paging(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert table[0]["Modality"] in ("CT", "MR")
 
 
-@pytest.mark.parametrize(
-    "words", [["StudyDate=2013-"], ["Nonsense=1"], ["PatientID"], ["--limit", "-1"]]
-)
+def test_negative_limit_is_a_usage_error(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--db", url, "search", "studies", "--limit", "-1"])
+    assert exited.value.code == 2
+    assert "--limit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("words", [["StudyDate=2013-"], ["Nonsense=1"], ["PatientID"]])
 def test_malformed_query_is_one_line_and_exit_2(
     url: str, words: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -93,6 +93,18 @@ def test_series_metadata_urls_and_frames(orthanc: Orthanc) -> None:
         assert frames[0].endswith("/frames/1") and frames[-1].endswith("/frames/15")
 
 
+# Study attributes PS3.18 does not make a server return by default (or Orthanc
+# leaves out): the index keeps them all the same, for the study list.
+STUDY_ATTRIBUTES = (
+    "StudyDescription",
+    "ReferringPhysicianName",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "StudyID",
+)
+
+
 def test_ingest_matches_the_server(orthanc: Orthanc, db_url: str) -> None:
     summary = ingest_source(db_url, config(orthanc, page_size=3), workers=1, lease=30)
     statistics = orthanc_rest(orthanc, "/statistics")
@@ -100,8 +112,16 @@ def test_ingest_matches_the_server(orthanc: Orthanc, db_url: str) -> None:
     assert summary.queued == summary.studies == statistics["CountStudies"]
     assert summary.series == statistics["CountSeries"]
     assert summary.instances == statistics["CountInstances"]
+    # Orthanc answers these only when asked (repeated includefield, as Orthanc 1.10 reads it).
+    asked = "&".join(f"includefield={key}" for key in STUDY_ATTRIBUTES)
+    described = {row["StudyInstanceUID"]: row for row in orthanc_qido(orthanc, f"/studies?{asked}")}
+    assert {described[uid].get("StudyDescription") for uid in described} >= {"ECG", "e+1"}
     with MetaStore(db_url) as store:
         assert JobQueue(store).counts("orthanc")["done"] == statistics["CountStudies"]
+        with store.engine.connect() as connection:
+            query = sa.text("SELECT study_uid, study_description FROM studies")
+            columns = {uid: text for uid, text in connection.execute(query)}
+        assert columns == {uid: row.get("StudyDescription") for uid, row in described.items()}
         for study_row in orthanc_qido(orthanc, "/studies"):
             study_uid = study_row["StudyInstanceUID"]
             study = store.get_study(study_uid)
@@ -111,6 +131,8 @@ def test_ingest_matches_the_server(orthanc: Orthanc, db_url: str) -> None:
                 study["NumberOfStudyRelatedInstances"] == study_row["NumberOfStudyRelatedInstances"]
             )
             assert study["PatientID"] == study_row["PatientID"]
+            for key in STUDY_ATTRIBUTES:
+                assert study.get(key) == described[study_uid].get(key), (study_uid, key)
             (series_list,) = study["seriesLists"]
             assert series_list["source"] == "orthanc"
             for series in series_list["series"]:

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from helpers import DATA, read_gz
 
-from metastore import MetaStore, SourceError
+from metastore import MetaStore, SourceError, records
 from metastore.errors import BadResponse, SourceRefused, SourceUnavailable
 from metastore.quirks import Quirk
 from metastore.sources import SourceConfig
@@ -171,6 +171,49 @@ def test_a_server_that_caps_pages_silently(delays: list[float]) -> None:
     offsets = [int(r.url.params["offset"]) for r in handler.requests]
     assert offsets == [0, 7, 14, 21, 25]
     assert all(r.url.params["limit"] == "10" for r in handler.requests)
+
+
+def _included(request: httpx.Request) -> list[str]:
+    """The attributes a request names in includefield (comma lists or repeated)."""
+    return [k for v in request.url.params.get_list("includefield") for k in v.split(",") if k]
+
+
+def test_searches_ask_for_the_indexed_attributes(delays: list[float]) -> None:
+    handler = Recorder(json_response(study_rows(1)), json_response([]))
+    with source(handler) as web:
+        assert len(list(web.search_studies({"PatientID": "P"}))) == 1
+        web.search_series("1.2.3.0")
+        list(web.search_studies({"includefield": "all"}))
+    study_search, _, series_search, own = handler.requests
+    assert _included(study_search) == list(records.STUDY_KEYS)
+    assert "StudyDescription" in _included(study_search)
+    assert study_search.url.params["PatientID"] == "P"
+    assert _included(series_search) == list(records.SERIES_KEYS)
+    assert "SeriesDescription" in _included(series_search)
+    assert _included(own) == ["all"]  # a query's own includefield is sent as it is
+
+
+def test_a_server_that_refuses_includefield_is_searched_without_it(
+    delays: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    def strict(request: httpx.Request) -> httpx.Response:
+        if "includefield" in request.url.params:
+            return httpx.Response(400, text="includefield is not supported")
+        if request.url.path.endswith("/series"):
+            return json_response([])
+        return json_response(study_rows(3)[int(request.url.params["offset"]) :])
+
+    handler = Recorder(strict)
+    with source(handler) as web:
+        found = [r["StudyInstanceUID"] for r in web.search_studies()]
+        assert web.search_series("1.2.3.0") == []
+    assert found == ["1.2.3.0", "1.2.3.1", "1.2.3.2"]
+    # Refused once; the rest (the study search's two pages, the series search) no longer ask.
+    asked = [(r.url.path.rsplit("/", 1)[-1], bool(_included(r))) for r in handler.requests]
+    assert asked == [("studies", True), ("studies", False), ("studies", False), ("series", False)]
+    assert "searching without includefield" in caplog.text
+    with source(Recorder(httpx.Response(403))) as web, pytest.raises(SourceRefused, match="403"):
+        list(web.search_studies())  # another refusal is not taken for this one
 
 
 def test_a_server_that_ignores_offset_is_an_error(delays: list[float]) -> None:

@@ -16,13 +16,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from helpers import DATA, read_gz
+from helpers import DATA, read_gz, series_meta
+from helpers import instances as instance_metas
 
 from metastore import MetaStore
 from metastore.errors import LeaseLost, SourceUnavailable, UnknownSource
 from metastore.ingest import JobQueue, Worker, enqueue_studies
-from metastore.schema import ingest_jobs, instances, outbox, series
-from metastore.sources import SourceConfig, kinds, open_source, register
+from metastore.ingest.write import write_study
+from metastore.schema import ingest_jobs, instances, outbox, series, studies
+from metastore.sources import SourceConfig, StudyMetadata, kinds, open_source, register
 
 # A source kind of its own package, found through the metastore.sources entry point.
 PLUGIN = textwrap.dedent(
@@ -327,3 +329,24 @@ def test_a_serving_worker_stops_on_sigterm(plugin: Path, tmp_path: Path) -> None
         output = finish(process, timeout=30)
         assert f"{len(studies)} studies" in output
         assert_complete_exactly_once(store)
+
+
+def test_a_study_row_takes_what_it_lacks_from_its_first_instance(store: MetaStore) -> None:
+    # A QIDO-RS study row as Orthanc sends it by default: no StudyDescription.
+    row = {"StudyInstanceUID": "1.2.3", "PatientID": "FROM-SEARCH", "PatientSex": None}
+    first = instance_metas(count=2, PatientID="FROM-FILE", PatientSex="F", StudyID="S7")
+    study = StudyMetadata(study=row, summaries=[series_meta()], series=iter([first]))
+    counts = write_study(store, study, source="archive")
+    assert counts["instances"] == 2  # the series peeked at is still written
+    stored = store.get_study("1.2.3")
+    assert stored is not None
+    assert stored["StudyDescription"] == "CT chest"  # from the instance
+    assert (stored["PatientSex"], stored["StudyID"]) == ("F", "S7")
+    assert stored["PatientID"] == "FROM-SEARCH"  # what the row holds wins
+    with store.engine.connect() as connection:  # the key column the study list searches
+        query = sa.select(studies.c.study_description).where(studies.c.study_uid == "1.2.3")
+        assert connection.execute(query).scalar_one() == "CT chest"
+    # A study whose only series could not be read keeps its row as it came.
+    empty = StudyMetadata(study={"StudyInstanceUID": "1.2.4"}, summaries=[], series=iter([[]]))
+    assert write_study(store, empty, source="archive")["instances"] == 0
+    assert store.get_study("1.2.4") is not None

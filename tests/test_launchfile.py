@@ -15,7 +15,7 @@ from launch_helpers import launch_instance, launch_study, write_launch
 from metastore import InvalidMetadata
 from metastore.imageids import frame_image_ids, frame_number, instance_image_ids, strip_frame
 from metastore.launchfile import LaunchStudy, StudyFailure, read_studies
-from metastore.launchfile import read as launchfile_module
+from metastore.launchfile import spool as spool_module
 
 
 def read(document: Any) -> list[LaunchStudy | StudyFailure]:
@@ -248,7 +248,7 @@ def test_truncated_gzip_is_reported_not_crashed(tmp_path: Path) -> None:
 
 
 def test_a_large_study_spills_to_disk_and_comes_back_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(launchfile_module, "_SPOOL_INSTANCES", 5)
+    monkeypatch.setattr(spool_module, "SPOOL_INSTANCES", 5)
     study, series = only_study({"studies": [launch_study(series=4, instances=4)]})
     assert study._spool._file is not None  # spilled
     assert [len(instances) for _, instances in series] == [4, 4, 4, 4]
@@ -257,7 +257,7 @@ def test_a_large_study_spills_to_disk_and_comes_back_whole(monkeypatch: pytest.M
 
 
 def test_memory_is_bounded_by_a_series_not_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(launchfile_module, "_SPOOL_INSTANCES", 200)
+    monkeypatch.setattr(spool_module, "SPOOL_INSTANCES", 200)
     studies = [launch_study(f"1.2.{n}", series=5, instances=200) for n in range(8)]
     raw = orjson.dumps({"studies": studies})
     tracemalloc.start()

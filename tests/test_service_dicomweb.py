@@ -209,9 +209,9 @@ def _values(rows: list[dict[str, Any]], tag: str) -> dict[str, Any]:
     return {row[tag]["Value"][0]: naturalize(row) for row in rows}
 
 
-# The required study return keys that carry data here (PS3.18 Table 10.6.3-3).
-# StudyDescription is not among them: the DICOMweb ingest indexes what
-# Orthanc's default QIDO study answer holds, which leaves it out.
+# The required study return keys that carry data here (PS3.18 Table 10.6.3-3),
+# and StudyDescription, which OHIF's study list shows and Orthanc's default
+# QIDO study answer leaves out: the ingest asks for it.
 STUDY_KEYS = (
     "PatientID",
     "StudyDate",
@@ -219,6 +219,11 @@ STUDY_KEYS = (
     "AccessionNumber",
     "NumberOfStudyRelatedSeries",
     "NumberOfStudyRelatedInstances",
+    "StudyDescription",
+    "ReferringPhysicianName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyID",
 )
 
 
@@ -233,6 +238,7 @@ def test_qido_answers_agree_with_orthancs(
     ours, theirs, _ = clients
     fields = ["00081030", "00080061", "00201206", "00201208", "00080050", "00080030"]
     expected = _values(theirs.search_for_studies(fields=fields), "0020000D")
+    assert {row.get("StudyDescription") for row in expected.values()} >= {"ECG", "e+1"}
     got_rows = ours.search_for_studies(fields=fields)
     got = _values(got_rows, "0020000D")
     assert set(got) == set(expected)
@@ -250,6 +256,7 @@ def test_qido_answers_agree_with_orthancs(
         {"ModalitiesInStudy": "RTPLAN"},
         {"StudyDate": "20000101-"},
         {"PatientID": "no-such-patient"},
+        {"StudyDescription": "ECG"},
     ):
         mine = set(_values(ours.search_for_studies(search_filters=filters), "0020000D"))
         assert mine == set(_values(theirs.search_for_studies(search_filters=filters), "0020000D"))

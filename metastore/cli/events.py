@@ -46,6 +46,7 @@ def _events_tail(args: argparse.Namespace) -> int:
             follow=args.follow,
             stop=stop,
             poll_interval=args.poll_interval,
+            lease_seconds=args.lease,
         )
     return 0
 
@@ -75,6 +76,7 @@ def _relay_webhook(args: argparse.Namespace) -> int:
             poll_interval=args.poll_interval,
             max_retry_delay=args.max_retry_delay,
             start=args.start,
+            lease_seconds=args.lease,
         )
     print(f"delivered {delivered} events", file=sys.stderr)
     return 0
@@ -95,6 +97,17 @@ def _consumers(args: argparse.Namespace) -> int:
         return 0
     print_table(("name", "last_seq", "lag", "lease_owner", "lease_expires_at"), rows)
     return 0
+
+
+def _lease_option(parser: argparse.ArgumentParser, default: float | None) -> None:
+    option(
+        parser,
+        "--lease",
+        type=positive_float,
+        default=default,
+        help="seconds the consumer's lease lasts; another process takes over a crashed "
+        "holder's after it (default 60, for a relay at least four timeouts)",
+    )
 
 
 def add_commands(commands: Any) -> None:
@@ -119,6 +132,7 @@ def add_commands(commands: Any) -> None:
         default=1.0,
         help="seconds between polls (SQLite)",
     )
+    _lease_option(tail, 60.0)
     tail.set_defaults(handler=_events_tail)
 
     prune = feed_commands.add_parser(
@@ -184,6 +198,7 @@ def add_commands(commands: Any) -> None:
         default=1.0,
         help="seconds between polls (SQLite)",
     )
+    _lease_option(webhook, None)
     option(
         webhook,
         "--start",

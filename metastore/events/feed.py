@@ -15,7 +15,15 @@ from metastore import db
 from metastore.errors import ConfigurationError, ConsumerError
 from metastore.events.consumer import Consumer
 from metastore.events.wakeup import wakeup_for
-from metastore.outbox import EventType, Handler, as_utc, head, parse_types, read_batch
+from metastore.outbox import (
+    EventType,
+    Handler,
+    as_utc,
+    head,
+    parse_types,
+    read_batch,
+    sequence_number,
+)
 from metastore.progress import Progress, Reporting
 from metastore.schema import consumers, outbox
 from metastore.store import MetaStore
@@ -73,6 +81,7 @@ def tail(
     stop: threading.Event | None = None,
     poll_interval: float = 1.0,
     limit: int = 1000,
+    lease_seconds: float = 60.0,
 ) -> int:
     """Hand events to ``handler`` in order; returns how many.
 
@@ -84,7 +93,12 @@ def tail(
     """
     if consumer is not None:
         with Consumer(
-            store, consumer, events, poll_interval=poll_interval, max_attempts=1
+            store,
+            consumer,
+            events,
+            poll_interval=poll_interval,
+            max_attempts=1,
+            lease_seconds=lease_seconds,
         ) as durable:
             if follow:
                 return durable.run(handler, stop, limit=limit)
@@ -99,7 +113,7 @@ def tail(
                 if not more:
                     return total
     types = parse_types(events)
-    position, total = after, 0
+    position, total = sequence_number(after, "after"), 0
     wakeup = wakeup_for(store.engine) if follow else None
     try:
         while not (stop is not None and stop.is_set()):

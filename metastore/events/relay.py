@@ -143,20 +143,23 @@ def relay_webhook(
     retry_delay: float = 0.5,
     max_retry_delay: float = 30.0,
     start: str = "earliest",
+    lease_seconds: float | None = None,
 ) -> int:
     """POST every event to ``url`` as consumer ``consumer``, live, until ``stop`` is set.
 
     Returns how many events were delivered. ``secret_env`` names the
     environment variable that holds the secret, instead of ``secret``. The
-    lease (60 s) outlasts twice the request ``timeout``, as a handler call
-    must.
+    lease (``lease_seconds``, by default 60 s or four timeouts) must outlast
+    twice the request ``timeout``, as a handler call must.
     """
     if secret_env:
         value = os.environ.get(secret_env)
         if not value:
             raise ConfigurationError(f"the environment variable {secret_env} is not set")
         secret = value.encode()
-    lease = max(60.0, 4 * timeout)
+    lease = max(60.0, 4 * timeout) if lease_seconds is None else lease_seconds
+    if lease <= 2 * timeout:
+        raise ConfigurationError(f"the lease ({lease} s) must outlast two timeouts ({timeout} s)")
     with (
         WebhookRelay(url, secret=secret, timeout=timeout, consumer=consumer) as relay,
         Consumer(

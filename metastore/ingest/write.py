@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from itertools import chain
 from typing import Any
 
+from metastore import records
 from metastore.errors import InvalidMetadata
 from metastore.progress import Counter
 from metastore.sources import StudyMetadata
@@ -31,6 +33,12 @@ def write_study(
     Counts: ``series``, ``instances``, ``inserted``, ``updated``,
     ``unchanged``, ``events``.
 
+    The study row takes the study-level attributes it lacks
+    (:data:`metastore.records.STUDY_KEYS`) from the first instance of the
+    first series, which carries the study module (PS3.3 C.7.2): a QIDO-RS
+    study row may leave out StudyDescription and others a server does not
+    return by default. What the row holds wins.
+
     Without ``on_refused``, an instance the store refuses
     (``InvalidMetadata``) fails the study there. With it, the refused
     instance is handed to it and the series is written without it: one bad
@@ -40,15 +48,19 @@ def write_study(
     check = before_write or (lambda: None)
     counts = dict.fromkeys(("series", "instances", "inserted", "updated", "unchanged"), 0)
     counts["events"] = 0
+    series: Iterable[list[dict[str, Any]]] = study.series
     check()
     if study.study:
-        store.add_study(study.study, source=source)
+        remaining = iter(study.series)
+        first = next(remaining, [])
+        series = chain([first], remaining)
+        store.add_study(_completed(study.study, first[0] if first else {}), source=source)
     if study.summaries:
         summaries = store.add_series_metadata(
             study.summaries, source=source, made_in_client=made_in_client
         )
         counts["events"] += len(summaries.events)
-    for instances in study.series:
+    for instances in series:
         check()
         result: WriteResult | None = None
         while instances:
@@ -75,3 +87,12 @@ def write_study(
         if progress is not None:
             progress.update(0, series=1, instances=len(instances))
     return counts
+
+
+def _completed(study: Mapping[str, Any], instance: Mapping[str, Any]) -> dict[str, Any]:
+    """The study row with the study-level keys it lacks (absent or null) taken from ``instance``."""
+    row = dict(study)
+    for key in records.STUDY_KEYS:
+        if row.get(key) is None and instance.get(key) is not None:
+            row[key] = instance[key]
+    return row

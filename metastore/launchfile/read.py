@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -44,19 +43,17 @@ from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
 import ijson
-import orjson
 
 from metastore import records
 from metastore.dicom import tag_for_keyword
 from metastore.errors import InvalidMetadata, MetastoreError
 from metastore.imageids import frame_number, strip_frame
 from metastore.launchfile.format import SERIES_EXTRAS, STUDY_EXTRAS
+from metastore.launchfile.spool import Spool
 from metastore.records import Where
 
 log = logging.getLogger(__name__)
 
-# Instances a study keeps in memory before its series spill to a temporary file.
-_SPOOL_INSTANCES = 20_000
 
 # The container each structural prefix must start (anything else is not the launch shape).
 _SHAPE = {
@@ -70,6 +67,12 @@ _STUDY = "studies.item"
 _SERIES = "studies.item.series.item"
 # Levels holding the launch structure: root, studies, a study, its series, a series.
 _STRUCTURE_DEPTH = 5
+# The deepest a container may open: an instance's metadata object sits at
+# level 8 (root, studies, study, series list, series, instances, instance,
+# metadata), and a value inside it may nest ``records.MAX_NESTING`` deep.
+_DEEPEST = 8 + records.MAX_NESTING
+# Steps of a JSON path shown in an error before it is cut short.
+_PATH_PARTS = 16
 # The structural prefix of a value, from its parent's (and its key, in an object).
 _CHILD_ROLES: dict[str, tuple[str | None, str]] = {
     "": ("studies", "studies"),
@@ -120,7 +123,7 @@ class LaunchStudy:
     extras: dict[str, Any]
     summaries: list[dict[str, Any]]
     instance_count: int
-    _spool: _Spool = field(repr=False)
+    _spool: Spool = field(repr=False)
 
     @property
     def study_uid(self) -> str:
@@ -149,47 +152,6 @@ class LaunchStudy:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class _Spool:
-    """A study's series: in memory up to a limit, then in a temporary file."""
-
-    def __init__(self) -> None:
-        self._held: list[tuple[int, list[dict[str, Any]]]] = []
-        self._held_instances = 0
-        self._file: IO[bytes] | None = None
-
-    def add(self, index: int, instances: list[dict[str, Any]]) -> None:
-        if self._file is None and self._held_instances + len(instances) <= _SPOOL_INSTANCES:
-            self._held.append((index, instances))
-            self._held_instances += len(instances)
-            return
-        if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="metastore-study-")  # noqa: SIM115
-            for held in self._held:
-                self._write(held)
-            self._held = []
-        self._write((index, instances))
-
-    def _write(self, item: tuple[int, list[dict[str, Any]]]) -> None:
-        assert self._file is not None
-        self._file.write(orjson.dumps(item))
-        self._file.write(b"\n")
-
-    def replay(self) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-        if self._file is None:
-            yield from self._held
-            return
-        self._file.seek(0)
-        for line in self._file:
-            index, instances = orjson.loads(line)
-            yield index, instances
-
-    def close(self) -> None:
-        self._held = []
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 def _is_attribute(key: str) -> bool:
@@ -228,6 +190,9 @@ def read_studies(stream: IO[bytes], *, name: str) -> Iterator[LaunchStudy | Stud
             yield from reader.run(ijson.basic_parse(stream, use_float=True))
     except ijson.JSONError as err:
         raise _fail(f"not valid JSON: {_first_line(err)}", reader.path(), name) from err
+    except UnicodeDecodeError as err:
+        bad = err.object[err.start : err.end].hex(" ")
+        raise _fail(f"not valid UTF-8 (bytes {bad}: {err.reason})", reader.path(), name) from err
     except (EOFError, zlib.error, OSError) as err:
         raise _fail(
             f"the file is truncated or corrupt: {_first_line(err)}", reader.path(), name
@@ -254,6 +219,26 @@ def _fewer_collections() -> Iterator[None]:
         gc.set_threshold(*saved)
 
 
+def _json_path(stack: list[Any], key: Any, structure: dict[int, int]) -> str:
+    """The JSON path of the value about to go into ``stack[-1]`` (under ``key`` in an object).
+
+    ``structure`` gives the index of the item being read in the structural
+    lists (studies, a study's series), whose finished items are dropped as
+    they are read.
+    """
+    parts: list[str] = []
+    for level, parent in enumerate(stack):
+        if type(parent) is list:
+            parts.append(f"[{structure.get(level, len(parent) - 1)}]")
+        elif parent:
+            parts.append(f".{next(reversed(parent))}")
+    # The last parent's entry is the new value itself, not yet added.
+    top = stack[-1]
+    parts[-1:] = [f"[{len(top)}]" if type(top) is list else f".{key}"]
+    shown = parts[:_PATH_PARTS] + (["..."] if len(parts) > _PATH_PARTS else [])
+    return "".join(shown).lstrip(".")
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -267,7 +252,7 @@ class _Reader:
         self.study_index = -1
         self.series_index = -1
         self.prefix = ""
-        self.spool: _Spool | None = None
+        self.spool: Spool | None = None
         self.study_error: MetastoreError | None = None
         self.summaries: list[dict[str, Any]] = []
         self.instance_count = 0
@@ -317,6 +302,12 @@ class _Reader:
                         yield self._end_study(done)
                 continue
             opens = event == "start_map" or event == "start_array"
+            if opens and depth >= _DEEPEST and self.study_error is None:
+                self.study_error = _fail(
+                    f"a value nests more than {records.MAX_NESTING} levels deep",
+                    _json_path(stack, key, self._structure(roles)),
+                    self.name,
+                )
             item: Any = ({} if event == "start_map" else []) if opens else value
             role = None
             if depth <= _STRUCTURE_DEPTH:
@@ -346,6 +337,13 @@ class _Reader:
                     self.prefix = role
         if root is None or "studies" not in root:
             raise _fail("a launch file is an object with a studies array", "studies", self.name)
+
+    def _structure(self, roles: list[str | None]) -> dict[int, int]:
+        """Stack level -> index of the item being read, for the structural lists."""
+        found = {1: self.study_index}
+        if len(roles) > 3 and roles[3] == "studies.item.series":
+            found[3] = self.series_index
+        return found
 
     def _shaped(self, parent: str | None, key: Any, event: str) -> str | None:
         """The structural prefix of a value in ``parent``; raises if it has the wrong shape."""
@@ -380,7 +378,7 @@ class _Reader:
         self.study_index += 1
         self.series_index = -1
         self.prefix = _STUDY
-        self.spool = _Spool()
+        self.spool = Spool()
         self.study_error = None
         self.summaries = []
         self.instance_count = 0

@@ -6,6 +6,13 @@ Requests (PS3.18):
   ``offset`` until a page comes back empty: servers cap pages silently, so a
   short page is not taken as the end;
 - ``GET {root}/studies/{study}/series`` (QIDO-RS, series level), paged alike;
+
+  both with ``includefield`` naming the attributes the index keeps for a
+  study or series (:data:`metastore.records.STUDY_KEYS`, ``SERIES_KEYS``):
+  a server's default answer leaves some out (StudyDescription and
+  SeriesDescription are not among PS3.18's required return keys, and
+  Orthanc omits them). A server that answers 400 to ``includefield`` is
+  searched again without it, and not asked for it again;
 - ``GET {root}/studies/{study}/series/{series}/metadata`` (WADO-RS metadata),
   ``Accept: application/dicom+json``.
 
@@ -27,7 +34,6 @@ with every request and never appear in a log line or an error message.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import gzip
 import logging
@@ -36,11 +42,12 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
 
+from metastore import records
 from metastore.dicom import naturalize
 from metastore.errors import (
     BadResponse,
@@ -53,6 +60,7 @@ from metastore.errors import (
 from metastore.imageids import frame_image_ids
 from metastore.retry import backoff
 from metastore.sources import ReadReport, Rejected, SourceConfig
+from metastore.sources.stream import redirect_guard, split_credentials
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +83,9 @@ _DEFAULTS: dict[str, Any] = {
     "backoff": 0.5,
     "max_backoff": 30.0,
     "bulkdata_relative": "series",
+    # Origins (scheme://host:port) besides the root's that a redirect may lead to.
+    "redirect_origins": [],
 }
-
-
-def split_credentials(root: str) -> tuple[str, dict[str, str]]:
-    """The root URL without user info, and the Authorization header that user info meant."""
-    parts = urlsplit(root)
-    if parts.username is None:
-        return root, {}
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    user, password = unquote(parts.username), unquote(parts.password or "")
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return clean, {"Authorization": f"Basic {token}"}
 
 
 class DicomWebSource:
@@ -135,13 +131,19 @@ class DicomWebSource:
                 f"source {config.name!r}: bulkdata_relative must be series or studies"
             )
         headers = {"Accept": DICOM_JSON, **auth, **dict(config.headers)}
+        redirects = settings["redirect_origins"]
+        if isinstance(redirects, str) or not all(isinstance(o, str) for o in redirects):
+            raise ConfigurationError(f"source {config.name!r}: redirect_origins is a list of URLs")
         self._client: httpx.Client | None = httpx.Client(
             timeout=timeout,
             headers=headers,
             follow_redirects=True,
+            event_hooks={"response": [redirect_guard(root, redirects)]},
             transport=transport,  # tests inject faults here
         )
         self.requests = 0
+        #: False once the server has refused a search with ``includefield`` (400).
+        self.includefield = True
         #: Deviations normalized and parts rejected while reading (see ReadReport).
         self.report = ReadReport()
 
@@ -149,12 +151,14 @@ class DicomWebSource:
 
     def search_studies(self, query: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Study rows matching a QIDO-RS query (all pages), naturalized."""
-        yield from self._paged(f"{self.root}/studies", dict(query or {}), "StudyInstanceUID")
+        url = f"{self.root}/studies"
+        yield from self._search(url, dict(query or {}), "StudyInstanceUID", records.STUDY_KEYS)
 
     def search_series(self, study_uid: str) -> list[dict[str, Any]]:
         """The series rows of one study (all pages), naturalized."""
         url = f"{self.root}/studies/{quote(study_uid)}/series"
-        return self._series_rows(self._paged(url, {}, "SeriesInstanceUID"), url, study_uid)
+        rows = self._search(url, {}, "SeriesInstanceUID", records.SERIES_KEYS)
+        return self._series_rows(rows, url, study_uid)
 
     def retrieve_series_metadata(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
         """Every instance's metadata (WADO-RS), with ``url`` and ``imageId``."""
@@ -237,6 +241,29 @@ class DicomWebSource:
         return meta
 
     # -- HTTP ---------------------------------------------------------------
+
+    def _search(
+        self, url: str, query: dict[str, Any], uid_key: str, fields: tuple[str, ...]
+    ) -> Iterator[dict[str, Any]]:
+        """A QIDO-RS search asking for ``fields`` too, or without them if the server refuses.
+
+        A query that names its own ``includefield`` is sent as it is.
+        """
+        if not self.includefield or "includefield" in query:
+            yield from self._paged(url, query, uid_key)
+            return
+        found = False
+        try:
+            for row in self._paged(url, {**query, "includefield": list(fields)}, uid_key):
+                found = True
+                yield row
+            return
+        except SourceRefused as err:
+            if found or err.context.get("status") != 400:
+                raise
+            log.warning("%s; searching without includefield from now on", err)
+            self.includefield = False
+        yield from self._paged(url, query, uid_key)
 
     def _paged(self, url: str, query: dict[str, Any], uid_key: str) -> Iterator[dict[str, Any]]:
         """All rows of a QIDO-RS search, page by page, until a page comes back empty.

@@ -91,13 +91,20 @@ def list_folder(root: str | Path, *, url_root: str | None = None) -> FolderFiles
     base = Path(root).resolve()
     if not base.is_dir():
         raise ConfigurationError(f"not a folder: {Path(root)}")
-    paths = sorted(
+    files = FolderFiles(root=base, url_root=(url_root or base.as_uri()).rstrip("/"), paths=[])
+    for path in sorted(
         Path(directory) / name
-        for directory, _dirs, names in os.walk(base)
+        for directory, _dirs, names in os.walk(base)  # directory links are never walked
         for name in names
         if name not in _SKIP_NAMES
-    )
-    return FolderFiles(root=base, url_root=(url_root or base.as_uri()).rstrip("/"), paths=paths)
+    ):
+        if path.resolve().is_relative_to(base):
+            files.paths.append(path)
+        else:  # the folder is the boundary of what is read
+            reason = "a symlink to outside the folder; not read"
+            log.warning("skipped %s: %s", files.shown(path), reason)
+            files.skipped.append((files.shown(path), reason))
+    return files
 
 
 def _read_chunk(chunk: Sequence[tuple[str, str]]) -> list[FileRead]:

@@ -9,20 +9,21 @@ translated once, here, into ``SourceError`` naming the (redacted) URL.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import logging
 import os
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from metastore.errors import SourceError
+from metastore.errors import SourceError, SourceRefused
 from metastore.progress import Counter, Progress
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,38 @@ _CHUNK = 1 << 16
 def is_url(location: str) -> bool:
     """Whether ``location`` is an http(s) URL rather than a path."""
     return location.startswith(("http://", "https://"))
+
+
+def split_credentials(root: str) -> tuple[str, dict[str, str]]:
+    """The URL without user info, and the Authorization header that user info meant.
+
+    Requests go to the clean URL with the header, so the password is in no
+    URL that httpx or anyone else logs.
+    """
+    parts = urlsplit(root)
+    if parts.username is None:
+        return root, {}
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    user, password = unquote(parts.username), unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return clean, {"Authorization": f"Basic {token}"}
+
+
+class _RedactedRequestLog(logging.Filter):
+    """httpx logs each request's full URL at INFO; a pre-signed query string is a credential."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_url(str(arg)) if isinstance(arg, httpx.URL) else arg for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RedactedRequestLog())
 
 
 def redact_url(location: str) -> str:
@@ -123,6 +156,36 @@ def _maybe_gunzip(buffered: io.BufferedReader[Any]) -> IO[bytes]:
     return cast(IO[bytes], stream)
 
 
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def redirect_guard(start: str, allowed: Collection[str] = ()) -> Callable[[httpx.Response], None]:
+    """An httpx response hook: follow a redirect only within ``start``'s origin or to ``allowed`` ones.
+
+    An origin is scheme, host and port, so a redirect from https to http,
+    to another host or to another port is refused with ``SourceRefused``
+    (a credential sent to the archive must not travel on to wherever a
+    redirect points). ``allowed`` lists further origins (``https://cdn:443``)
+    the operator trusts.
+    """
+    permitted = {_origin(httpx.URL(start))} | {_origin(httpx.URL(url)) for url in allowed}
+
+    def check(response: httpx.Response) -> None:
+        if not response.is_redirect:
+            return
+        target = response.url.join(response.headers.get("location", ""))
+        if target.scheme not in ("http", "https") or _origin(target) not in permitted:
+            raise SourceRefused(
+                f"{redact_url(str(response.url))} redirects to {redact_url(str(target))}, "
+                "another scheme, host or port: not followed (allow it in the source's "
+                "redirect_origins setting)",
+                status=response.status_code,
+            )
+
+    return check
+
+
 @contextmanager
 def open_bytes(
     location: str,
@@ -162,10 +225,17 @@ def _open_url(
     location: str, headers: Mapping[str, str], timeout: float | None, progress: Progress | None
 ) -> Iterator[IO[bytes]]:
     shown = redact_url(location)
+    location, auth = split_credentials(location)
+    headers = {**auth, **headers}
     limits = _TIMEOUT if timeout is None else httpx.Timeout(timeout)
     # httpx keeps a URL's percent-encoding as given, so the query reaches
     # the server byte for byte.
-    with httpx.Client(timeout=limits, follow_redirects=True, headers=dict(headers)) as client:
+    with httpx.Client(
+        timeout=limits,
+        follow_redirects=True,
+        headers=dict(headers),
+        event_hooks={"response": [redirect_guard(location)]},
+    ) as client:
         try:
             with client.stream("GET", location) as response:
                 if response.status_code >= 400:
