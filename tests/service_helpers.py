@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
+import httpx
 import pytest
 import uvicorn
 from dicomweb_client.api import DICOMwebClient
@@ -96,3 +98,17 @@ def strip_bulkdata(dataset: Any) -> Any:
 
 def by_sop(datasets: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {d["00080018"]["Value"][0]: d for d in datasets}
+
+
+def wait_ready(process: subprocess.Popen[str], url: str, headers: dict[str, str]) -> None:
+    """Wait until the served process answers ``url`` with 200."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            if httpx.get(url, headers=headers).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "metastore serve did not start"
+        time.sleep(0.2)

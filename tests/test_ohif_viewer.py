@@ -218,7 +218,10 @@ def wait_until_up(client: httpx.Client, url: str, process: subprocess.Popen[byte
 def test_the_viewer_on_metastore(
     service: str, archive: LocalOrthanc, viewer: Viewer, viewer_page: ViewerPage, backend: str
 ) -> None:
-    """Every indexed study listed, a study's series, a CT drawn through metastore, a launch file."""
+    """Every indexed study listed, a study's series, a CT drawn through metastore, launch files.
+
+    A launch file from the service is drawn through the service too.
+    """
     page = viewer_page.page
     page.goto(viewer.url("/"))
     studies = qido(archive.root, "/studies")
@@ -239,7 +242,8 @@ def test_the_viewer_on_metastore(
     assert browser_series(page, series) == series
     snapshot(page, f"metastore-{backend}-series")
 
-    page.goto(viewer.url(f"/viewer?StudyInstanceUIDs={study_uid(archive.root, '1CT1')}"))
+    ct = study_uid(archive.root, "1CT1")
+    page.goto(viewer.url(f"/viewer?StudyInstanceUIDs={ct}"))
     assert drawn_share(page) > DRAWN
     assert fetched_frames(viewer_page, service)
     snapshot(page, f"metastore-{backend}-ct")
@@ -247,4 +251,13 @@ def test_the_viewer_on_metastore(
     page.goto(viewer.launch_url(f"{service}/dicomjson?StudyInstanceUID={generated}"))
     assert browser_series(page, series) == series
     snapshot(page, f"metastore-{backend}-launch-file")
+
+    # The served launch file names the service's frames: the image is drawn
+    # through metastore, the browser never reaching the archive.
+    before = len(fetched_frames(viewer_page, service))
+    page.goto(viewer.launch_url(f"{service}/dicomjson?StudyInstanceUID={ct}"))
+    assert drawn_share(page) > DRAWN
+    assert len(fetched_frames(viewer_page, service)) > before
+    assert not [url for url in viewer_page.requests if archive.root in url]
+    snapshot(page, f"metastore-{backend}-launch-file-ct")
     assert viewer_page.blocked == []

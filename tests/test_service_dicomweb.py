@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from requests import HTTPError
@@ -160,6 +161,47 @@ def test_multiframe_frames_through_the_service(
         study, series, sop, frame_numbers=frames, media_types=OCTETS
     )
     assert got[0] != got[2]
+
+
+def test_served_launch_file_urls_resolve_through_the_service(
+    clients: tuple[DICOMwebClient, DICOMwebClient, str], orthanc: Orthanc
+) -> None:
+    """/dicomjson names the service's frames, not Orthanc's; each gives Orthanc's bytes."""
+    ours, theirs, base = clients
+    uids = ",".join(_study_uids(theirs))
+    answer = httpx.get(
+        f"{base}/dicomjson?StudyInstanceUID={uids}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert answer.status_code == 200
+    assert urlsplit(orthanc.root).netloc not in answer.text
+    frames: dict[str, list[str]] = {}
+    for study in answer.json()["studies"]:
+        for series in study["series"]:
+            prefix = f"wadors:{base}/dicomweb/studies/{study['StudyInstanceUID']}/series/"
+            for entry in series["instances"]:
+                assert entry["url"].startswith(prefix + series["SeriesInstanceUID"] + "/"), entry
+                frames.setdefault(entry["metadata"]["SOPInstanceUID"], []).append(entry["url"])
+    (dose,) = theirs.search_for_instances(search_filters={"Modality": "RTDOSE"})
+    dose_sop = dose["00080018"]["Value"][0]
+    generated = theirs.search_for_instances(search_filters={"PatientID": "GEN-CT"})
+    checked = [(dose_sop, n) for n in (1, 2)] + [(generated[0]["00080018"]["Value"][0], 1)]
+    for sop, number in checked:
+        url = frames[sop][number - 1]
+        assert url.endswith(f"/instances/{sop}/frames/{number}")
+        got = ours.retrieve_bulkdata(url.removeprefix("wadors:"), media_types=OCTETS)
+        study, series = (
+            _instance(theirs, sop)[tag]["Value"][0] for tag in ("0020000D", "0020000E")
+        )
+        expected = theirs.retrieve_instance_frames(
+            study, series, sop, frame_numbers=[number], media_types=OCTETS
+        )
+        assert got == expected and got[0]
+    assert len(frames[dose_sop]) > 2 and len(set(frames[dose_sop])) == len(frames[dose_sop])
+
+
+def _instance(client: DICOMwebClient, sop: str) -> dict[str, Any]:
+    (found,) = client.search_for_instances(search_filters={"SOPInstanceUID": sop})
+    return found
 
 
 def _values(rows: list[dict[str, Any]], tag: str) -> dict[str, Any]:

@@ -7,6 +7,10 @@ fake only for fault injection); the service runs on a real uvicorn.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import instances
-from service_helpers import free_socket, serving
+from service_helpers import free_socket, serving, wait_ready
 
 from metastore import MetaStore
 from metastore.service import Settings, create_app
@@ -44,6 +48,9 @@ class Archive:
                 if archive.mode == "slow":
                     archive.release.wait(30)
                     return
+                if archive.mode == "held":  # answers ok once released
+                    archive.release.wait(30)
+                    archive.mode = "ok"
                 if archive.mode == "ok":
                     body = b"frame-bytes"
                     self.send_response(200)
@@ -276,3 +283,55 @@ def test_credentials_go_only_to_the_sources_origin(store: MetaStore, archive: Ar
     ((seen_other,), (seen_archive,)) = other.requests, archive.requests
     assert "Authorization" not in seen_other
     assert seen_archive["Authorization"] == SECRET
+
+
+def test_single_worker_serve_finishes_requests_then_exits_0_on_sigterm(
+    db_url: str, archive: Archive
+) -> None:
+    """SIGTERM to a one-worker ``metastore serve``: the request in flight completes, exit 0."""
+    archive.mode = "held"
+    with MetaStore(db_url) as store:
+        path = _index(store, archive.root)
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "METASTORE_DATABASE_URL": db_url, "METASTORE_SERVE_PORT": str(port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "metastore.cli", "serve", "--workers", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_ready(process, f"{base}/changefeed/latest", {})
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(httpx.get, f"{base}{path}/frames/1", timeout=60)
+            deadline = time.monotonic() + 30
+            while not archive.requests:  # the service is inside the request
+                assert not in_flight.done(), in_flight.result()
+                assert time.monotonic() < deadline, "the request never reached the archive"
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            while _accepting(port):  # shutting down: no new connections
+                assert time.monotonic() < deadline, "the service kept accepting after SIGTERM"
+                time.sleep(0.05)
+            archive.release.set()
+            answer = in_flight.result(timeout=60)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert answer.status_code == 200 and answer.content == b"frame-bytes"
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+
+
+def _accepting(port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/changefeed/latest", timeout=5)
+    except httpx.TransportError:
+        return False
+    return True

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -19,6 +18,7 @@ from service_helpers import (
     ingest_orthanc,
     orthanc_client,
     strip_bulkdata,
+    wait_ready,
 )
 
 TOKEN = "end-to-end-token"
@@ -58,16 +58,7 @@ def test_metastore_serve_end_to_end(
     )
     try:
         headers = {"Authorization": f"Bearer {TOKEN}"}
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.communicate()[1]
-            try:
-                if httpx.get(f"{base}/changefeed/latest", headers=headers).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "metastore serve did not start"
-            time.sleep(0.2)
+        wait_ready(process, f"{base}/changefeed/latest", headers)
         assert httpx.get(f"{base}/changefeed/latest").status_code == 401
         ours = DICOMwebClient(url=f"{base}/dicomweb", headers=headers)
         theirs = orthanc_client(orthanc)

@@ -21,7 +21,8 @@ from starlette.responses import Response, StreamingResponse
 from metastore.errors import QueryError
 from metastore.launchfile.write import encode_launch_file, launch_study
 from metastore.search import SearchResult, search_instances, search_series, search_studies
-from metastore.service.handlers import context, path_uid
+from metastore.service.handlers import context, dicomweb_base, path_uid
+from metastore.service.launch import served_study
 from metastore.service.responses import dicom_json
 from metastore.store import MetaStore
 
@@ -83,11 +84,15 @@ async def instances(request: Request) -> Response:
     )
 
 
-def _launch_chunks(store: MetaStore, uids: list[str], source: str | None) -> Iterator[bytes]:
+def _launch_chunks(
+    store: MetaStore, uids: list[str], source: str | None, base: str
+) -> Iterator[bytes]:
     def found() -> Iterator[dict[str, Any]]:
         for uid in uids:
             study = store.get_study(uid)
-            launched = None if study is None else launch_study(study, source=source)
+            launched = (
+                None if study is None else launch_study(served_study(study, base), source=source)
+            )
             if launched is not None:
                 yield launched
 
@@ -99,6 +104,7 @@ async def dicomjson(request: Request) -> Response:
 
     ``StudyInstanceUID=a,b`` (or ``a\\b``) or any QIDO-RS study query;
     ``source=NAME`` keeps one source's series lists, as the export does.
+    The instances' URLs point at this service (``metastore.service.launch``).
     """
     ctx = context(request)
     query = query_of(request)
@@ -114,7 +120,7 @@ async def dicomjson(request: Request) -> Response:
     )
     uids = [row["0020000D"]["Value"][0] for row in result.rows]
     return StreamingResponse(
-        _launch_chunks(ctx.store, uids, source),
+        _launch_chunks(ctx.store, uids, source, dicomweb_base(request)),
         media_type="application/json",
         headers=warning_header(result),
     )
