@@ -86,11 +86,24 @@ def test_nesting_up_to_the_limit_is_read(store: MetaStore, tmp_path: Path) -> No
     assert instance is not None and instance["ImageComments"] == nested(MAX_NESTING - 1)
 
 
-@pytest.mark.parametrize("after", [HUGE, "-1", str(2**63)])
+def test_changes_after_negative_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    MetaStore(url).close()
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--db", url, "changes", "--after", "-1"])
+    assert exited.value.code == 2
+    assert "--after" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("after", [HUGE, str(2**63)])
 def test_changes_after_out_of_range_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], after: str
 ) -> None:
-    code = cli.main(["--db", f"sqlite:///{tmp_path / 'm.db'}", "changes", "--after", after])
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    MetaStore(url).close()  # read commands never create a database
+    code = cli.main(["--db", url, "changes", "--after", after])
     err = capsys.readouterr().err
     assert code == 1
     assert err == f"metastore: error: after must be an integer from 0 to {2**63 - 1}, not {after}\n"
