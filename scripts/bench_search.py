@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -30,11 +31,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_db import throwaway_postgres  # noqa: E402
 
-from metastore import MetaStore, db
-from metastore.progress import Progress
-from metastore.search import search_instances, search_series, search_studies
+from metastore import MetaStore  # noqa: E402
+from metastore.progress import Progress  # noqa: E402
+from metastore.search import search_instances, search_series, search_studies  # noqa: E402
 
 log = logging.getLogger("bench_search")
 
@@ -588,18 +590,8 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     backends = args.backends.split(",")
     if "postgresql" in backends:
-        server = sa.make_url(db.resolve_url(args.postgres))
-        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-        name = f"metastore_bench_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f"CREATE DATABASE {name}")
-        try:
-            url = server.set(database=name).render_as_string(hide_password=False)
+        with throwaway_postgres(args.postgres) as url:
             results["postgresql"] = run_backend("postgresql", url, args, root)
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-            admin.dispose()
     if "sqlite" in backends:
         with tempfile.TemporaryDirectory() as folder:
             results["sqlite"] = run_backend(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -28,9 +29,12 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from metastore import MetaStore, db
-from metastore.cli.progress import terminal
-from metastore.progress import Progress
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_db import throwaway_postgres  # noqa: E402
+
+from metastore import MetaStore, db  # noqa: E402
+from metastore.cli.progress import terminal  # noqa: E402
+from metastore.progress import Progress  # noqa: E402
 
 log = logging.getLogger("bench_store")
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -224,18 +228,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             run_backend("sqlite", f"sqlite:///{Path(folder) / 'bench.db'}", data, study_uid)
     if "postgresql" in backends:
-        server = sa.make_url(db.resolve_url(args.postgres))
-        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-        name = f"metastore_bench_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f"CREATE DATABASE {name}")
-        try:
-            url = server.set(database=name).render_as_string(hide_password=False)
+        with throwaway_postgres(args.postgres) as url:
             run_backend("postgresql", url, data, study_uid)
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-            admin.dispose()
 
 
 if __name__ == "__main__":
