@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 JOB_STATES = ("queued", "running", "done", "failed")
 
 
-def _key_value(item: str) -> tuple[str, str]:
+def key_value(item: str) -> tuple[str, str]:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigurationError(f"--query {item!r} is not KEY=VALUE")
@@ -58,7 +58,7 @@ def _ingest_dicomweb(args: argparse.Namespace) -> int:
     summary = ingest_source(
         args.db,
         config,
-        query=dict(_key_value(item) for item in args.query),
+        query=dict(key_value(item) for item in args.query),
         study_uids=args.study,
         workers=args.workers,
         lease=args.lease,
@@ -141,7 +141,7 @@ def _jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_worker_options(parser: argparse.ArgumentParser) -> None:
+def add_worker_options(parser: argparse.ArgumentParser) -> None:
     repeated(
         parser, "--header", metavar="'NAME: VALUE'", help="an HTTP header to send (repeatable)"
     )
@@ -180,7 +180,7 @@ def add_commands(commands: Any) -> None:
         default=5,
         help="attempts per study before it fails",
     )
-    _add_worker_options(web)
+    add_worker_options(web)
     web.set_defaults(handler=_ingest_dicomweb)
     _add_file_commands(ingest_commands)
 
@@ -194,7 +194,7 @@ def add_commands(commands: Any) -> None:
         default=2.0,
         help="seconds between looks at an empty queue",
     )
-    _add_worker_options(worker)
+    add_worker_options(worker)
     worker.set_defaults(handler=_worker)
 
     jobs = commands.add_parser("jobs", help="list ingest jobs with their last errors")

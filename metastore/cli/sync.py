@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from metastore.cli._common import command_group, flag, open_store, option, repeated, stop_on_signals
-from metastore.cli.ingest import _add_worker_options as add_worker_options
-from metastore.cli.ingest import _key_value as key_value
-from metastore.cli.progress import terminal
-from metastore.ingest.follow import follow
-from metastore.ingest.sync import SyncReport, sync_every, sync_source
-from metastore.sources.dicomweb import auth_headers, dicomweb_config
-from metastore.sources.feeds import open_feed
+from metastore.cli._common import (
+    command_group,
+    count_int,
+    flag,
+    open_store,
+    option,
+    positive_float,
+    positive_int,
+    repeated,
+    stop_on_signals,
+)
+from metastore.cli.ingest import add_worker_options, key_value
+
+if TYPE_CHECKING:
+    from metastore.ingest.sync import SyncReport
 
 
 def _print(report: SyncReport) -> None:
@@ -23,6 +30,11 @@ def _print(report: SyncReport) -> None:
 
 
 def _sync(args: argparse.Namespace) -> int:
+    # The library is imported when a command runs, so `--help` stays quick.
+    from metastore.cli.progress import terminal
+    from metastore.ingest.sync import sync_every, sync_source
+    from metastore.sources.dicomweb import auth_headers, dicomweb_config
+
     headers = auth_headers(args.header, token_env=args.token_env)
     settings = {"page_size": args.page_size, "timeout": args.timeout, "retries": args.retries}
     config = dicomweb_config(args.root, name=args.source, headers=headers, settings=settings)
@@ -51,6 +63,10 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _follow(args: argparse.Namespace) -> int:
+    from metastore.ingest.follow import follow
+    from metastore.sources.dicomweb import auth_headers, dicomweb_config
+    from metastore.sources.feeds import open_feed
+
     headers = auth_headers(args.header, token_env=args.token_env)
     dicomweb = args.dicomweb or f"{args.root.rstrip('/')}/dicom-web"
     config = dicomweb_config(dicomweb, name=args.source, headers=headers)
@@ -87,14 +103,29 @@ def add_commands(commands: Any) -> None:
     option(web, "--source", metavar="NAME", default=None, help="source name (default: the host)")
     repeated(web, "--query", metavar="KEY=VALUE", help="a QIDO-RS query parameter (repeatable)")
     option(
-        web, "--every", type=float, default=None, metavar="SECONDS", help="sync again every SECONDS"
+        web,
+        "--every",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="sync again every SECONDS",
     )
     flag(web, "--prune", help="remove studies the archive no longer has (each checked directly)")
-    option(web, "--workers", type=int, default=1, help="worker processes")
-    option(web, "--page-size", type=int, default=None, help="QIDO-RS page size")
-    option(web, "--timeout", type=float, default=None, help="seconds to wait for a response")
-    option(web, "--retries", type=int, default=None, help="tries after the first, per request")
-    option(web, "--max-attempts", type=int, default=5, help="attempts per study before it fails")
+    option(web, "--workers", type=positive_int, default=1, help="worker processes")
+    option(web, "--page-size", type=positive_int, default=None, help="QIDO-RS page size")
+    option(
+        web, "--timeout", type=positive_float, default=None, help="seconds to wait for a response"
+    )
+    option(
+        web, "--retries", type=count_int, default=None, help="tries after the first, per request"
+    )
+    option(
+        web,
+        "--max-attempts",
+        type=positive_int,
+        default=5,
+        help="attempts per study before it fails",
+    )
     add_worker_options(web)
     web.set_defaults(handler=_sync)
 
@@ -112,8 +143,14 @@ def add_commands(commands: Any) -> None:
         default=None,
         help="the archive's DICOMweb root (default: ROOT/dicom-web)",
     )
-    option(orthanc, "--poll", type=float, default=0.5, help="seconds between looks at the feed")
-    option(orthanc, "--batch", type=int, default=200, help="changes read per request")
+    option(
+        orthanc,
+        "--poll",
+        type=positive_float,
+        default=0.5,
+        help="seconds between looks at the feed",
+    )
+    option(orthanc, "--batch", type=positive_int, default=200, help="changes read per request")
     option(
         orthanc,
         "--start",
@@ -124,7 +161,7 @@ def add_commands(commands: Any) -> None:
     option(
         orthanc,
         "--sweep",
-        type=float,
+        type=positive_float,
         default=300.0,
         help="seconds between full comparisons of the archive's study list with the index",
     )
