@@ -81,12 +81,19 @@ def point_bulkdata_at(document: dict[str, Any], prefix: str) -> None:
                     point_bulkdata_at(item, f"{prefix}/{tag}/{index}")
 
 
-def render_instance(metadata: Mapping[str, Any], series_url: str) -> dict[str, Any]:
+def render_instance(
+    metadata: Mapping[str, Any],
+    series_url: str,
+    shared: dict[Any, tuple[str, dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     """One instance's DICOM JSON with its BulkDataURIs pointing at the service.
 
-    ``series_url`` is the service URL of its series (``series_path``).
+    ``series_url`` is the service URL of its series (``series_path``);
+    ``shared``: ``denaturalize``'s, one per series rendered (the answer is
+    encoded, never changed, and only BulkDataURI attributes are rewritten,
+    which are never shared).
     """
-    document = denaturalize(metadata)
+    document = denaturalize(metadata, shared)
     sop_uid = quote(str(metadata.get("SOPInstanceUID", "")), safe="")
     point_bulkdata_at(document, f"{series_url}/instances/{sop_uid}/bulk")
     return document
@@ -254,7 +261,8 @@ def _render_and_keep(
         metadata = connection.execute(
             _INSTANCES.where(instances.c.series_id == series_id)
         ).scalars()
-        rendered = render(render_instance(decode(m), series_url) for m in metadata)
+        shared: dict[Any, tuple[str, dict[str, Any]]] = {}
+        rendered = render(render_instance(decode(m), series_url, shared) for m in metadata)
         if not connection.execute(sa.select(series.c.id).where(series.c.id == series_id)).first():
             return rendered  # the series is gone: answer, keep nothing
         statement = db.upsert(connection, rendered_series).values(
