@@ -391,17 +391,21 @@ def series_dict(row: Mapping[Any, Any], instance_dicts: list[dict[str, Any]]) ->
     return result
 
 
-def instance_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
-    """An ``instances`` row as OHIF's instance metadata, with ``url`` and imageId(s)."""
-    result = dict(row["metadata"])
-    if row["url"] is not None:
-        result["url"] = row["url"]
+def instance_dict(
+    metadata: dict[str, Any], url: str | None, image_id: str | None, frames: int | None
+) -> dict[str, Any]:
+    """An ``instances`` row as OHIF's instance metadata, with ``url`` and imageId(s).
+
+    ``metadata`` is the row's metadata freshly decoded: it is completed in
+    place and returned (a read decodes each row once and copies nothing).
+    """
+    if url is not None:
+        metadata["url"] = url
     # OHIF's DICOM JSON convention: without an imageId of its own, the url is it.
-    image_id = row["image_id"] or row["url"]
+    image_id = image_id or url
     if image_id is not None:
-        result["imageId"] = image_id
-        frames = row["number_of_frames"]
+        metadata["imageId"] = image_id
         if frames is not None and frames > 1:
             # A multi-frame instance: one imageId per frame (1-based, see imageids).
-            result["imageIds"] = frame_image_ids(image_id, frames)
-    return result
+            metadata["imageIds"] = frame_image_ids(image_id, frames)
+    return metadata

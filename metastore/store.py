@@ -18,13 +18,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from metastore import db, records, writer
+from metastore import db, reads, records, writer
 from metastore.errors import InvalidMetadata, StoreClosed
-from metastore.imageids import strip_frame
 from metastore.names import check_name
 from metastore.outbox import Event, EventType, event_row, read_changes, write_events
 from metastore.records import Where
-from metastore.schema import instances, series, sources, studies
+from metastore.schema import series, sources, studies
 
 log = logging.getLogger(__name__)
 
@@ -382,72 +381,21 @@ class MetaStore:
         Three queries whatever the size of the study.
         """
         with self.reading(f"reading study {study_uid}") as connection:
-            study = (
-                connection.execute(sa.select(studies).where(studies.c.study_uid == str(study_uid)))
-                .mappings()
-                .first()
-            )
-            if study is None:
-                return None
-            series_rows = (
-                connection.execute(_SERIES_QUERY.where(series.c.study_id == study["id"]))
-                .mappings()
-                .all()
-            )
-            instance_rows = (
-                connection.execute(
-                    _INSTANCE_QUERY.join(series, series.c.id == instances.c.series_id).where(
-                        series.c.study_id == study["id"]
-                    )
-                )
-                .mappings()
-                .all()
-            )
-        by_series: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for row in instance_rows:
-            by_series[row["series_id"]].append(records.instance_dict(row))
-        lists: dict[str, list[dict[str, Any]]] = {}
-        for row in series_rows:
-            lists.setdefault(row["source"], []).append(
-                records.series_dict(row, by_series[row["id"]])
-            )
-        result = records.study_dict(study)
-        result["seriesLists"] = [{"source": name, "series": items} for name, items in lists.items()]
-        return result
+            return reads.get_study(connection, study_uid)
 
     def get_series(
         self, study_uid: str, series_uid: str, *, source: str | None = None
     ) -> dict[str, Any] | None:
         """One series with its instances (from ``source``, else the first source by name)."""
         with self.reading(f"reading series {series_uid}") as connection:
-            row = self._find_series(connection, study_uid, series_uid, source)
-            if row is None:
-                return None
-            instance_rows = (
-                connection.execute(_INSTANCE_QUERY.where(instances.c.series_id == row["id"]))
-                .mappings()
-                .all()
-            )
-        return records.series_dict(row, [records.instance_dict(r) for r in instance_rows])
+            return reads.get_series(connection, study_uid, series_uid, source)
 
     def get_instance(
         self, study_uid: str, series_uid: str, sop_uid: str, *, source: str | None = None
     ) -> dict[str, Any] | None:
         """One instance's metadata with ``url`` and ``imageId``, or None."""
         with self.reading(f"reading instance {sop_uid}") as connection:
-            row = self._find_series(connection, study_uid, series_uid, source)
-            if row is None:
-                return None
-            found = (
-                connection.execute(
-                    _INSTANCE_QUERY.where(
-                        instances.c.series_id == row["id"], instances.c.sop_uid == str(sop_uid)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return None if found is None else records.instance_dict(found)
+            return reads.get_instance(connection, study_uid, series_uid, sop_uid, source)
 
     def get_instance_by_image_id(self, image_id: str) -> dict[str, Any] | None:
         """The instance a viewer's imageId (or retrieval url) names, or None.
@@ -457,46 +405,13 @@ class MetaStore:
         without the frame, so every imageId of a multi-frame instance's
         ``imageIds`` finds it.
         """
-        candidates = [image_id]
-        stripped = strip_frame(image_id)
-        if stripped != image_id:
-            candidates.append(stripped)
         with self.reading("finding an instance by imageId") as connection:
-            for candidate in candidates:
-                for column in (instances.c.image_id, instances.c.url):
-                    found = (
-                        connection.execute(_INSTANCE_QUERY.where(column == candidate).limit(1))
-                        .mappings()
-                        .first()
-                    )
-                    if found is not None:
-                        return records.instance_dict(found)
-        return None
-
-    def _find_series(
-        self, connection: Connection, study_uid: str, series_uid: str, source: str | None
-    ) -> Mapping[Any, Any] | None:
-        query = (
-            _SERIES_QUERY.join(studies, studies.c.id == series.c.study_id)
-            .where(studies.c.study_uid == str(study_uid), series.c.series_uid == str(series_uid))
-            .limit(1)
-        )
-        if source is not None:
-            query = query.where(sources.c.name == source)
-        return connection.execute(query).mappings().first()
+            return reads.get_instance_by_image_id(connection, image_id)
 
     def study_uids(self, *, source: str | None = None) -> list[str]:
         """Every indexed StudyInstanceUID (those with a series in ``source`` when given), sorted."""
-        query = sa.select(studies.c.study_uid).order_by(studies.c.study_uid)
-        if source is not None:
-            query = (
-                query.join(series, series.c.study_id == studies.c.id)
-                .join(sources, sources.c.id == series.c.source_id)
-                .where(sources.c.name == source)
-                .distinct()
-            )
         with self.reading("listing studies") as connection:
-            return [str(uid) for uid in connection.execute(query).scalars()]
+            return reads.study_uids(connection, source)
 
     def changes(self, after: int = 0, limit: int = 1000) -> list[Event]:
         """Outbox events with ``seq > after``, in sequence order, at most ``limit``."""
@@ -548,32 +463,6 @@ class MetaStore:
                 except Exception:
                     # A listener's failure must not undo or hide a committed write.
                     log.exception("listener %r failed on event %s", callback, event.seq)
-
-
-# -- row shapes ---------------------------------------------------------------
-
-_SERIES_QUERY = (
-    sa.select(*series.c, sources.c.name.label("source"))
-    .join(sources, sources.c.id == series.c.source_id)
-    .order_by(
-        sources.c.name,
-        series.c.series_number.is_(None),
-        series.c.series_number,
-        series.c.series_uid,
-    )
-)
-_INSTANCE_QUERY = sa.select(
-    instances.c.series_id,
-    instances.c.url,
-    instances.c.image_id,
-    instances.c.number_of_frames,
-    instances.c.metadata,
-).order_by(
-    instances.c.series_id,
-    instances.c.instance_number.is_(None),
-    instances.c.instance_number,
-    instances.c.sop_uid,
-)
 
 
 def _check_source_name(name: Any) -> None:

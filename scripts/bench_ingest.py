@@ -43,7 +43,9 @@ from metastore.schema import instances
 
 # The instances table's own columns, less those the database fills in.
 _RAW_COLUMNS = tuple(
-    c.name for c in instances.c if c.name not in ("id", "version", "created_at", "updated_at")
+    c.name
+    for c in instances.c
+    if c.name not in ("id", "version", "created_at", "updated_at") and c.computed is None
 )
 
 

@@ -21,6 +21,7 @@ LOWER = {
     "metastore.schema",
     "metastore.records",
     "metastore.writer",
+    "metastore.reads",
     "metastore.outbox",
     "metastore.dicom",
     "metastore.dicomfile",
