@@ -40,6 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_db import throwaway_postgres  # noqa: E402
@@ -103,24 +104,49 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def _postgres_cpu() -> float:
-    """CPU seconds used so far by every process named ``postgres`` (the server's backends)."""
-    total = 0.0
+def _postgres_backends(database: str | None) -> dict[int, float]:
+    """CPU seconds used so far by each PostgreSQL backend serving ``database``, by pid.
+
+    A backend names its database in its title (``postgres: ... user database host``);
+    other clients of the same server are not counted.
+    """
+    found: dict[int, float] = {}
+    if database is None:
+        return found
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    total += _process_cpu(int(entry.name))
+                title = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-    return total
+            if title.startswith("postgres:") and f" {database} " in title:
+                found[int(entry.name)] = _process_cpu(int(entry.name))
+    return found
+
+
+def _descendants(root: int) -> dict[int, float]:
+    """CPU seconds used so far by each process below ``root`` (worker processes, by pid)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    below = {root}
+    grew = True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in below} - below
+        below |= found
+        grew = bool(found)
+    return {pid: _process_cpu(pid) for pid in below - {root}}
 
 
 def _own_cpu() -> float:
-    """CPU seconds of this process and its finished children (the worker processes)."""
+    """CPU seconds of this process."""
     own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return own.ru_utime + own.ru_stime
 
 
 @contextmanager
@@ -133,12 +159,43 @@ def database(server: str | None, folder: Path, label: str) -> Iterator[str]:
         yield url
 
 
-def measured(orthanc_pid: int, run: Callable[[], float]) -> dict[str, float]:
-    """Run ``run`` (it returns its own wall time) and the CPU each side used meanwhile."""
-    before = (_process_cpu(orthanc_pid), _postgres_cpu(), _own_cpu())
+def measured(orthanc_pid: int, url: str, run: Callable[[], float]) -> dict[str, float]:
+    """Run ``run`` (it returns its own wall time) and the CPU each side used meanwhile.
+
+    Processes that exit during the run (worker processes, their database
+    backends) take their CPU with them, so both are sampled while it goes on
+    (what one uses in its last 0.2 s is missed).
+    """
+    name = sa.make_url(url).database if url.startswith("postgresql") else None
+    me = os.getpid()
+    backends: dict[int, float] = {}
+    workers: dict[int, float] = {}
+    done = threading.Event()
+    sampling = [0.0]  # CPU the sampler itself uses, not the ingest's
+
+    def sample() -> None:
+        backends.update(_postgres_backends(name))
+        workers.update(_descendants(me))
+
+    def keep_sampling() -> None:
+        while not done.wait(0.2):
+            sample()
+        sampling[0] = time.thread_time()
+
+    sampler = threading.Thread(target=keep_sampling, daemon=True)
+    sample()
+    start = {**backends, **workers}
+    before = (_process_cpu(orthanc_pid), _own_cpu())
+    sampler.start()
     wall = run()
-    after = (_process_cpu(orthanc_pid), _postgres_cpu(), _own_cpu())
-    orthanc, postgres, own = (b - a for a, b in zip(before, after, strict=True))
+    done.set()
+    sampler.join()
+    sample()
+    after = (_process_cpu(orthanc_pid), _own_cpu())
+    orthanc, own = (b - a for a, b in zip(before, after, strict=True))
+    workers.pop(orthanc_pid, None)
+    postgres = sum(cpu - start.get(pid, 0.0) for pid, cpu in backends.items())
+    own += sum(cpu - start.get(pid, 0.0) for pid, cpu in workers.items()) - sampling[0]
     return {"wall": wall, "orthanc": orthanc, "postgres": postgres, "metastore": own}
 
 
@@ -189,7 +246,7 @@ def main() -> None:
                             raise SystemExit(f"ingest incomplete: {summary}")
                         return summary.seconds
 
-                    cpu = measured(pid, ingest)
+                    cpu = measured(pid, url, ingest)
                 rate = total / cpu["wall"]
                 rates.setdefault((workers, prefetch), []).append(rate)
                 ratios.setdefault((workers, prefetch), []).append(rate / floor)

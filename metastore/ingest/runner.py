@@ -2,7 +2,8 @@
 
 :func:`ingest_source` is what ``metastore ingest dicomweb`` calls: register
 the source, search it, queue one job per study, and drain the queue with N
-workers (:mod:`metastore.ingest.worker`), N > 1 being processes. The processes are
+workers (:mod:`metastore.ingest.worker`), N > 1 being processes (forked
+from a server process that imported metastore once). The processes are
 started before the search, so their start-up overlaps it, and wait for the
 queue to be filled. Secrets reach them as arguments over a pipe, never
 through the environment or the database.
@@ -93,7 +94,12 @@ class WorkerPool:
     ) -> None:
         if size < 1:
             raise ConfigurationError("workers must be at least 1")
-        context = multiprocessing.get_context("spawn")
+        # forkserver: each worker forks from a clean server process that has
+        # imported metastore once (spawn would import it again in every
+        # worker: about a second of CPU each), not from this process with
+        # its database connections and threads.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["metastore.ingest.runner", "metastore.sources.dicomweb"])
         self._messages: Any = context.Queue()
         self._go = context.Event()
         self._cancelled = context.Event()
