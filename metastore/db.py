@@ -14,6 +14,8 @@ import functools
 import logging
 import os
 import socket
+import sqlite3
+import sys
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -152,6 +154,12 @@ def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
         cursor = dbapi_connection.cursor()
         if not read_only:  # setting the journal mode writes the file
             cursor.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL syncs at checkpoints, not at every commit: a commit
+            # survives the application crashing (or being killed) at any moment, and
+            # the database stays consistent on a power loss, which may undo the last
+            # commits before the latest checkpoint (then re-run the ingests, see
+            # README "Checking, backup and restore"). FULL costs an fsync per commit.
+            cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
@@ -164,12 +172,87 @@ def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
 
 @contextmanager
 def translate_errors(what: str) -> Iterator[None]:
-    """Turn SQLAlchemy's exceptions into ``DatabaseError`` naming the operation."""
+    """Turn SQLAlchemy's exceptions, and the drivers' own (statements the write path runs on
+    the driver connection, see ``driver``), into ``DatabaseError`` naming the operation."""
     try:
         yield
     except exc.SQLAlchemyError as err:
         detail = getattr(err, "orig", None) or err
         raise DatabaseError(f"{what} failed: {str(detail).strip().splitlines()[0]}") from err
+    except Exception as err:
+        if not _is_driver_error(err):
+            raise
+        raise DatabaseError(f"{what} failed: {_first_line(err)}") from err
+
+
+def _is_driver_error(err: Exception) -> bool:
+    if isinstance(err, sqlite3.Error):
+        return True
+    psycopg = sys.modules.get("psycopg")  # loaded with any PostgreSQL engine, only then
+    return psycopg is not None and isinstance(err, psycopg.Error)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def driver(connection: Connection) -> Any:
+    """The driver's own connection (sqlite3 or psycopg) under ``connection``, in its transaction.
+
+    The write path runs its fixed statements there: SQLAlchemy's execution
+    machinery costs ~50 us a statement on SQLite, more than the statement
+    itself, and psycopg's pipeline mode (several statements, one round trip)
+    is reached only there. Errors it raises are translated by
+    ``translate_errors`` like SQLAlchemy's.
+    """
+    return connection.connection.driver_connection
+
+
+def run(connection: Connection, sql: str, params: Sequence[Any] = ()) -> None:
+    """One statement without rows on the driver connection (see ``fetch``)."""
+    driver(connection).cursor().execute(sql, params)
+
+
+def fetch(connection: Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    """One statement on the driver connection; its rows.
+
+    Placeholders are the driver's: ``?`` on SQLite, ``%s`` on PostgreSQL
+    (see ``placeholder``); ``any_of`` spells a list condition for both.
+    Inside ``pipeline`` this waits for the statements sent before it.
+    """
+    cursor = driver(connection).cursor()
+    cursor.execute(sql, params)
+    return list(cursor.fetchall())
+
+
+@contextmanager
+def pipeline(connection: Connection) -> Iterator[None]:
+    """Statements run through ``run`` in the block go to PostgreSQL in one round trip
+    (psycopg's pipeline mode: sent at once, their errors raised at the end of the block
+    or at the next ``fetch``); on SQLite, in process, they simply run."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    with driver(connection).pipeline():
+        yield
+
+
+def placeholder(connection: Connection) -> str:
+    """The driver's parameter placeholder."""
+    return "%s" if connection.dialect.name == "postgresql" else "?"
+
+
+def any_of(connection: Connection, values: Sequence[Any]) -> tuple[str, list[Any]]:
+    """``IN (?, ...)`` with its parameters (SQLite), ``= ANY(%b)`` with one array (PostgreSQL):
+    one statement text, so one prepared statement, whatever the number of values.
+
+    ``%b``: psycopg sends the array in binary form; in text form it escapes
+    each element in Python, ten times slower for JSON text.
+    """
+    if connection.dialect.name == "postgresql":
+        return "= ANY(%b)", [list(values)]
+    return f"IN ({', '.join('?' * len(values))})", list(values)
 
 
 @contextmanager
@@ -308,37 +391,6 @@ def upsert_many(
         flat = [value for row in chunk for value in row]
         written.extend(connection.exec_driver_sql(sql, tuple(flat)).fetchall())
     return written
-
-
-def insert_many(
-    connection: Connection,
-    table: sa.Table,
-    rows: Sequence[Sequence[Any]],
-    *,
-    columns: Sequence[str],
-) -> None:
-    """Plain bulk insert of rows known to be new, in the caller's transaction.
-
-    PostgreSQL: ``COPY ... FROM STDIN`` on the connection's own psycopg
-    connection (same transaction), the fastest way in. SQLite: one
-    ``executemany`` of a prepared ``INSERT``. A conflict here is a bug in the
-    caller and fails the transaction.
-    """
-    if not rows:
-        return
-    quote = connection.dialect.identifier_preparer.quote
-    names = ", ".join(quote(name) for name in columns)
-    if connection.dialect.name == "postgresql":
-        driver = connection.connection.driver_connection
-        statement = f"COPY {quote(table.name)} ({names}) FROM STDIN"
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
-            for row in rows:
-                copy.write_row(row)
-        return
-    slots = ", ".join("?" * len(columns))
-    connection.exec_driver_sql(
-        f"INSERT INTO {quote(table.name)} ({names}) VALUES ({slots})", list(rows)
-    )
 
 
 @functools.lru_cache(maxsize=512)

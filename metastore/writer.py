@@ -84,14 +84,16 @@ def _chunks(items: list[Any]) -> Iterable[list[Any]]:
 def lock_studies(connection: Connection, uids: Iterable[str]) -> dict[str, StudyState]:
     """Lock the existing study rows among ``uids`` (in UID order) and return their state."""
     found: dict[str, StudyState] = {}
+    lock = " FOR UPDATE" if connection.dialect.name == "postgresql" else ""
     for chunk in _chunks(sorted(set(uids))):
-        query = (
-            sa.select(studies.c.study_uid, studies.c.id, studies.c.modalities_in_study)
-            .where(studies.c.study_uid.in_(chunk))
-            .order_by(studies.c.study_uid)
-            .with_for_update()
+        condition, params = db.any_of(connection, chunk)
+        rows = db.fetch(
+            connection,
+            "SELECT study_uid, id, modalities_in_study FROM studies "
+            f"WHERE study_uid {condition} ORDER BY study_uid{lock}",
+            params,
         )
-        for uid, id_, modalities in connection.execute(query):
+        for uid, id_, modalities in rows:
             present = set(modalities.split("\\")) if modalities else set()
             found[uid] = StudyState(
                 id=id_, modalities=present, stored_modalities=frozenset(present)
@@ -150,13 +152,17 @@ def existing_series(
     """
     home = {series_uid: study_uid for study_uid, series_uid in wanted}
     found: dict[tuple[str, str], tuple[int, int]] = {}
+    mark = db.placeholder(connection)
     for chunk in _chunks(list(home)):
-        query = (
-            sa.select(series.c.series_uid, series.c.id, series.c.num_instances, studies.c.study_uid)
-            .join(studies, studies.c.id == series.c.study_id)
-            .where(series.c.source_id == source_id, series.c.series_uid.in_(chunk))
+        condition, params = db.any_of(connection, chunk)
+        rows = db.fetch(
+            connection,
+            "SELECT series.series_uid, series.id, series.num_instances, studies.study_uid "
+            "FROM series JOIN studies ON studies.id = series.study_id "
+            f"WHERE series.source_id = {mark} AND series.series_uid {condition}",
+            [source_id, *params],
         )
-        for series_uid, id_, count, stored_study in connection.execute(query):
+        for series_uid, id_, count, stored_study in rows:
             if stored_study != home[series_uid]:
                 raise InvalidMetadata(
                     f"series is already indexed under study {stored_study}; "
@@ -167,50 +173,6 @@ def existing_series(
                 )
             found[(stored_study, series_uid)] = (id_, count)
     return found
-
-
-def ensure_series(
-    connection: Connection,
-    source_id: int,
-    states: Mapping[str, StudyState],
-    first_meta: Mapping[tuple[str, str], Mapping[str, Any]],
-) -> dict[tuple[str, str], tuple[int, bool]]:
-    """(id, empty) of each series, creating missing ones from their first instance's series keys.
-
-    ``empty`` says the series holds no instance yet: with its study locked,
-    nothing else can add one before this transaction ends, so its instances
-    can be bulk-inserted without conflict checks.
-    """
-    ids = {
-        key: (id_, count == 0)
-        for key, (id_, count) in existing_series(connection, source_id, first_meta).items()
-    }
-    missing = [key for key in first_meta if key not in ids]
-    if not missing:
-        return ids
-    rows = []
-    for study_uid, series_uid in missing:
-        meta = records.pick(first_meta[(study_uid, series_uid)], records.SERIES_KEYS)
-        row = records.series_row(meta, Where(study_uid=study_uid, series_uid=series_uid))
-        rows.append({**row, "study_id": states[study_uid].id, "source_id": source_id})
-    created = db.upsert_many(
-        connection,
-        series,
-        [[row[c] for c in SERIES_COLUMNS] for row in rows],
-        columns=SERIES_COLUMNS,
-        conflict=("study_id", "source_id", "series_uid"),
-        returning=("series_uid", "id"),
-        update=False,
-    )
-    by_uid = {row["series_uid"]: row for row in rows}
-    for series_uid, id_ in created:
-        row = by_uid[series_uid]
-        ids[(row["study_uid"], series_uid)] = (id_, True)
-        state = states[row["study_uid"]]
-        state.new_series += 1
-        if row["modality"]:
-            state.modalities.add(row["modality"])
-    return ids
 
 
 def upsert_series(
@@ -256,50 +218,32 @@ def upsert_series(
 
 
 def write_instances(
-    connection: Connection, series_id: int, empty: bool, rows: Iterable[dict[str, Any]]
+    connection: Connection, series_id: int, rows: Iterable[tuple[Any, ...]]
 ) -> tuple[int, int]:
-    """Write one series' instances; returns (inserted, updated).
+    """Upsert instances into a series that holds some already; returns (inserted, updated).
 
-    Into an empty series (see ``ensure_series``) the rows are bulk-inserted;
-    otherwise they are upserted, and unchanged rows are not written.
+    ``rows``: ``records.instance_values`` tuples. Unchanged rows are not
+    written. (Rows for an empty series are bulk-inserted by the batch.)
     """
-    values = [
-        (
-            series_id,
-            row["sop_uid"],
-            row["sop_class_uid"],
-            row["instance_number"],
-            row["number_of_frames"],
-            row["rows"],
-            row["columns"],
-            row["url"],
-            row["image_id"],
-            row["metadata"],
-        )
-        for row in rows
-    ]
-    if empty:
-        db.insert_many(connection, instances, values, columns=INSTANCE_COLUMNS)
-        added, changed = len(values), 0
-    else:
-        written = db.upsert_many(
-            connection,
-            instances,
-            values,
-            columns=INSTANCE_COLUMNS,
-            conflict=("series_id", "sop_uid"),
-            returning=("version",),
-            touch=_INSTANCE_TOUCH,
-        )
-        added = sum(1 for (version,) in written if version == 1)
-        changed = len(written) - added
+    values = [(series_id, *row[2:]) for row in rows]
+    written = db.upsert_many(
+        connection,
+        instances,
+        values,
+        columns=INSTANCE_COLUMNS,
+        conflict=("series_id", "sop_uid"),
+        returning=("version",),
+        touch=_INSTANCE_TOUCH,
+    )
+    added = sum(1 for (version,) in written if version == 1)
     if added:
-        connection.execute(
-            sa.update(series)
-            .where(series.c.id == series_id)
-            .values(num_instances=series.c.num_instances + added)
+        mark = db.placeholder(connection)
+        db.run(
+            connection,
+            f"UPDATE series SET num_instances = num_instances + {mark} WHERE id = {mark}",
+            (added, series_id),
         )
-    return added, changed
+    return added, len(written) - added
 
 
 def forget_rendered(connection: Connection, series_ids: Iterable[int]) -> None:
@@ -309,28 +253,51 @@ def forget_rendered(connection: Connection, series_ids: Iterable[int]) -> None:
     rendered answer older than the rows it was rendered from once they commit.
     """
     for chunk in _chunks(sorted(set(series_ids))):
-        connection.execute(sa.delete(rendered_series).where(rendered_series.c.series_id.in_(chunk)))
+        condition, params = db.any_of(connection, chunk)
+        db.run(connection, f"DELETE FROM rendered_series WHERE series_id {condition}", params)
+
+
+def recount_modalities(connection: Connection, state: StudyState) -> None:
+    """Take the study's ModalitiesInStudy from its series rows (a summary may change one)."""
+    mark = db.placeholder(connection)
+    rows = db.fetch(
+        connection,
+        f"SELECT DISTINCT modality FROM series WHERE study_id = {mark} AND modality IS NOT NULL",
+        (state.id,),
+    )
+    state.modalities = {modality for (modality,) in rows}
+    state.recount_modalities = False
+
+
+def finish_studies(connection: Connection, states: Iterable[StudyState]) -> None:
+    """Write each study's new counts and ModalitiesInStudy (one statement each that changed)."""
+    mark = db.placeholder(connection)
+    sql = (
+        f"UPDATE studies SET num_series = num_series + {mark}, "
+        f"num_instances = num_instances + {mark}, "
+        f"modalities_in_study = CASE WHEN {mark} THEN {mark} ELSE modalities_in_study END, "
+        f"updated_at = CURRENT_TIMESTAMP WHERE id = {mark}"
+    )
+    for state in states:
+        recount = state.modalities != state.stored_modalities
+        if not (recount or state.new_series or state.new_instances):
+            continue
+        modalities = "\\".join(sorted(state.modalities)) or None
+        db.run(
+            connection,
+            sql,
+            (state.new_series, state.new_instances, recount, modalities, state.id),
+        )
+        # Written: a later finish of the same state writes only what comes after.
+        state.new_series = state.new_instances = 0
+        state.stored_modalities = frozenset(state.modalities)
 
 
 def finish_study(connection: Connection, state: StudyState) -> None:
-    """Write the study's new counts and ModalitiesInStudy, in one statement."""
-    values: dict[str, Any] = {}
+    """Write the study's new counts and ModalitiesInStudy, recounted first when asked."""
     if state.recount_modalities:
-        query = (
-            sa.select(series.c.modality)
-            .where(series.c.study_id == state.id, series.c.modality.is_not(None))
-            .distinct()
-        )
-        state.modalities = set(connection.execute(query).scalars())
-    if state.modalities != state.stored_modalities:
-        values["modalities_in_study"] = "\\".join(sorted(state.modalities)) or None
-    if state.new_series:
-        values["num_series"] = studies.c.num_series + state.new_series
-    if state.new_instances:
-        values["num_instances"] = studies.c.num_instances + state.new_instances
-    if values:
-        values["updated_at"] = sa.func.now()
-        connection.execute(sa.update(studies).where(studies.c.id == state.id).values(values))
+        recount_modalities(connection, state)
+    finish_studies(connection, [state])
 
 
 def remove_series(
