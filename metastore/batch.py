@@ -31,11 +31,10 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from metastore import db, records, writer
+from metastore import records, statements, writer
 from metastore.errors import InvalidMetadata
-from metastore.outbox import Event, EventType, event_row, write_events
+from metastore.outbox import Event, EventType, event_row, send_events
 from metastore.records import Where
-from metastore.schema import series as series_table
 from metastore.writer import StudyState
 
 #: (StudyInstanceUID, SeriesInstanceUID)
@@ -45,7 +44,7 @@ Values = tuple[Any, ...]
 
 # The instances columns a bulk insert writes, in ``writer.INSTANCE_COLUMNS`` order, and
 # their PostgreSQL array types (the rows go over as one binary array per column, see
-# ``db.any_of``).
+# ``statements.any_of``).
 _INSTANCE_TYPES = ("bigint", "text", "text", "int", "int", "int", "int", "text", "text", "jsonb")
 _BULK_ROWS = 5000  # rows per bulk statement on PostgreSQL (arrays of this length)
 
@@ -62,7 +61,7 @@ def group_instances(
     first_meta: dict[SeriesKey, Mapping[str, Any]] = {}
     for item, meta in enumerate(instance_list):
         records.check_mapping(meta, "instance", item)
-        values = records.instance_values(meta, Where(item=item))
+        values = records.instance_values(meta, item)
         key = (values[0], values[1])
         by_sop = grouped.get(key)
         if by_sop is None:
@@ -116,18 +115,30 @@ class WriteBatch:
             self.studies.update(writer.ensure_studies(self.connection, missing))
         return self.studies
 
-    def ensure_series(
+    def remember_series(self, source_id: int, known: Mapping[SeriesKey, tuple[int, int]]) -> None:
+        """Series (id, instance count) found by another write in this batch."""
+        for key, value in known.items():
+            self.series[(source_id, *key)] = value
+
+    def place(
         self,
         source_id: int,
-        first_meta: Mapping[SeriesKey, Mapping[str, Any]],
+        first_meta: dict[SeriesKey, Mapping[str, Any]],
         counts: Mapping[SeriesKey, int],
     ) -> dict[SeriesKey, tuple[int, int, bool]]:
-        """(id, instances held, created now) of each series, creating the missing ones.
+        """(id, instances held, created now) of each series, with their studies locked.
 
-        A series created here holds ``counts[key]`` instances from the start:
-        its instances are about to be added (with its study locked, nothing
-        else can add one before this transaction ends).
+        Studies and series the batch has not met are created when missing,
+        from the first item of each, all in one round trip on PostgreSQL:
+        the studies inserted (existing ones left alone) and locked in UID
+        order, the series looked up, the missing ones inserted. A series
+        created here holds ``counts[key]`` instances from the start: they
+        are about to be added, and with its study locked nothing else can
+        add one before this transaction ends.
         """
+        connection = self.connection
+        study_meta = {study: first_meta[(study, s)] for study, s in reversed(first_meta)}
+        new_studies = {uid: meta for uid, meta in study_meta.items() if uid not in self.studies}
         found: dict[SeriesKey, tuple[int, int, bool]] = {}
         unknown = []
         for key in first_meta:
@@ -136,63 +147,46 @@ class WriteBatch:
                 unknown.append(key)
             else:
                 found[key] = (*cached, False)
+        rows = [self._series_row(key, first_meta[key], counts[key]) for key in unknown]
+        with statements.pipeline(connection):
+            if new_studies:
+                writer.send_create_studies(connection, new_studies)
+                locked = writer.send_lock_studies(connection, new_studies)
+            if unknown:
+                looked = writer.send_existing_series(connection, source_id, unknown)
+                made = writer.send_create_series(connection, source_id, rows)
+        if new_studies:
+            self.studies.update(locked())
         if not unknown:
             return found
-        for key, (id_, count) in writer.existing_series(
-            self.connection, source_id, unknown
-        ).items():
+        for key, (id_, count) in looked().items():
             found[key] = (id_, count, False)
-        missing = [key for key in unknown if key not in found]
-        if missing:
-            for key, id_ in self._create_series(source_id, first_meta, counts, missing).items():
-                found[key] = (id_, counts[key], True)
-        return found
-
-    def _create_series(
-        self,
-        source_id: int,
-        first_meta: Mapping[SeriesKey, Mapping[str, Any]],
-        counts: Mapping[SeriesKey, int],
-        missing: list[SeriesKey],
-    ) -> dict[SeriesKey, int]:
-        rows = []
-        for study_uid, series_uid in missing:
-            meta = records.pick(first_meta[(study_uid, series_uid)], records.SERIES_KEYS)
-            row = records.series_row(meta, Where(study_uid=study_uid, series_uid=series_uid))
-            row.update(
-                study_id=self.studies[study_uid].id,
-                source_id=source_id,
-                num_instances=counts[(study_uid, series_uid)],
-            )
-            rows.append(row)
-        columns = (*writer.SERIES_COLUMNS, "num_instances")
-        created = db.upsert_many(
-            self.connection,
-            series_table,
-            [[row[c] for c in columns] for row in rows],
-            columns=columns,
-            conflict=("study_id", "source_id", "series_uid"),
-            returning=("series_uid", "id"),
-            update=False,
-        )
-        by_uid = {row["series_uid"]: row for row in rows}
-        ids: dict[SeriesKey, int] = {}
-        for series_uid, id_ in created:
-            row = by_uid[series_uid]
-            ids[(row["study_uid"], series_uid)] = id_
-            state = self.studies[row["study_uid"]]
+        study_uids = {state.id: uid for uid, state in self.studies.items()}
+        modality = {(row["study_uid"], row["series_uid"]): row["modality"] for row in rows}
+        for study_id, series_uid, id_ in made():
+            key = (study_uids[study_id], series_uid)
+            found[key] = (id_, counts[key], True)
+            state = self.studies[key[0]]
             state.new_series += 1
-            if row["modality"]:
-                state.modalities.add(row["modality"])
-        if len(ids) != len(missing):
-            # Only a writer that skipped the study lock could have made one meanwhile.
-            lost = sorted(set(missing) - set(ids))
+            if modality[key]:
+                state.modalities.add(modality[key])
+        lost = [key for key in unknown if key not in found]
+        if lost:
+            # Only a writer that skipped the study lock could make one meanwhile.
             raise InvalidMetadata(
                 "series was created by another writer meanwhile",
                 study_uid=lost[0][0],
                 series_uid=lost[0][1],
             )
-        return ids
+        return found
+
+    @staticmethod
+    def _series_row(key: SeriesKey, meta: Mapping[str, Any], count: int) -> dict[str, Any]:
+        study_uid, series_uid = key
+        picked = records.pick(meta, records.SERIES_KEYS)
+        row = records.series_row(picked, Where(study_uid=study_uid, series_uid=series_uid))
+        row["num_instances"] = count
+        return row
 
     # -- writing instances ----------------------------------------------------
 
@@ -211,11 +205,9 @@ class WriteBatch:
         insert at the end; otherwise they are upserted now and unchanged
         rows are not written.
         """
-        states = self.lock_studies(
-            {study: first_meta[(study, s)] for study, s in reversed(first_meta)}
-        )
         counts = {key: len(rows) for key, rows in grouped.items()}
-        ids = self.ensure_series(source_id, first_meta, counts)
+        ids = self.place(source_id, first_meta, counts)
+        states = self.studies
         inserted = updated = unchanged = 0
         for key in sorted(grouped):
             study_uid, series_uid = key
@@ -256,13 +248,13 @@ class WriteBatch:
         if not rows:
             return
         if self.connection.dialect.name != "postgresql":
-            db.driver(self.connection).executemany(_insert_sql(self.connection), rows)
+            statements.driver(self.connection).executemany(_insert_sql(self.connection), rows)
             return
         for start in range(0, len(rows), _BULK_ROWS):
             columns = [
                 list(column) for column in zip(*rows[start : start + _BULK_ROWS], strict=True)
             ]
-            db.run(self.connection, _insert_sql(self.connection), columns)
+            statements.run(self.connection, _insert_sql(self.connection), columns)
 
     # -- the end ----------------------------------------------------------------
 
@@ -277,20 +269,21 @@ class WriteBatch:
         for state in self.studies.values():
             if state.recount_modalities:
                 writer.recount_modalities(self.connection, state)
-        with db.pipeline(self.connection):
+        with statements.pipeline(self.connection):
             self._write_queued()
             self._write_grown()
             writer.forget_rendered(self.connection, self.touched)
             writer.finish_studies(self.connection, [self.studies[u] for u in sorted(self.studies)])
-            self.events = write_events(self.connection, self.outbox)
+            read = send_events(self.connection, self.outbox)
+        self.events = read()
         self.outbox = []
         return self.events
 
     def _write_grown(self) -> None:
         if not self.grown:
             return
-        mark = db.placeholder(self.connection)
-        db.driver(self.connection).cursor().executemany(
+        mark = statements.placeholder(self.connection)
+        statements.driver(self.connection).cursor().executemany(
             f"UPDATE series SET num_instances = num_instances + {mark} WHERE id = {mark}",
             [(added, id_) for id_, added in sorted(self.grown.items())],
         )

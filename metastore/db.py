@@ -2,22 +2,22 @@
 
 Everything that differs between SQLite and PostgreSQL at the connection
 level lives here: the URL rules, SQLite's pragmas and write locking, the
-upsert statement, the translation of SQLAlchemy's exceptions into
-``metastore.errors``, the transaction helpers every public operation opens
+upsert statement's constructor (the write path's own statements, run on
+the driver connection, are in ``metastore.statements``), the translation
+of SQLAlchemy's and the drivers' exceptions into ``metastore.errors``, the transaction helpers every public operation opens
 (``reading``, ``writing``), the database clock leases are measured in
 (``now``, ``later``) and lease owner ids.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
 import sqlite3
 import sys
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -172,8 +172,9 @@ def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
 
 @contextmanager
 def translate_errors(what: str) -> Iterator[None]:
-    """Turn SQLAlchemy's exceptions, and the drivers' own (statements the write path runs on
-    the driver connection, see ``driver``), into ``DatabaseError`` naming the operation."""
+    """Turn SQLAlchemy's exceptions, and the drivers' own (the write path's statements run on
+    the driver connection, see ``metastore.statements``), into ``DatabaseError`` naming the
+    operation."""
     try:
         yield
     except exc.SQLAlchemyError as err:
@@ -195,64 +196,6 @@ def _is_driver_error(err: Exception) -> bool:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def driver(connection: Connection) -> Any:
-    """The driver's own connection (sqlite3 or psycopg) under ``connection``, in its transaction.
-
-    The write path runs its fixed statements there: SQLAlchemy's execution
-    machinery costs ~50 us a statement on SQLite, more than the statement
-    itself, and psycopg's pipeline mode (several statements, one round trip)
-    is reached only there. Errors it raises are translated by
-    ``translate_errors`` like SQLAlchemy's.
-    """
-    return connection.connection.driver_connection
-
-
-def run(connection: Connection, sql: str, params: Sequence[Any] = ()) -> None:
-    """One statement without rows on the driver connection (see ``fetch``)."""
-    driver(connection).cursor().execute(sql, params)
-
-
-def fetch(connection: Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-    """One statement on the driver connection; its rows.
-
-    Placeholders are the driver's: ``?`` on SQLite, ``%s`` on PostgreSQL
-    (see ``placeholder``); ``any_of`` spells a list condition for both.
-    Inside ``pipeline`` this waits for the statements sent before it.
-    """
-    cursor = driver(connection).cursor()
-    cursor.execute(sql, params)
-    return list(cursor.fetchall())
-
-
-@contextmanager
-def pipeline(connection: Connection) -> Iterator[None]:
-    """Statements run through ``run`` in the block go to PostgreSQL in one round trip
-    (psycopg's pipeline mode: sent at once, their errors raised at the end of the block
-    or at the next ``fetch``); on SQLite, in process, they simply run."""
-    if connection.dialect.name != "postgresql":
-        yield
-        return
-    with driver(connection).pipeline():
-        yield
-
-
-def placeholder(connection: Connection) -> str:
-    """The driver's parameter placeholder."""
-    return "%s" if connection.dialect.name == "postgresql" else "?"
-
-
-def any_of(connection: Connection, values: Sequence[Any]) -> tuple[str, list[Any]]:
-    """``IN (?, ...)`` with its parameters (SQLite), ``= ANY(%b)`` with one array (PostgreSQL):
-    one statement text, so one prepared statement, whatever the number of values.
-
-    ``%b``: psycopg sends the array in binary form; in text form it escapes
-    each element in Python, ten times slower for JSON text.
-    """
-    if connection.dialect.name == "postgresql":
-        return "= ANY(%b)", [list(values)]
-    return f"IN ({', '.join('?' * len(values))})", list(values)
 
 
 @contextmanager
@@ -346,85 +289,6 @@ def upsert(connection: Connection, table: sa.Table) -> Any:
     if connection.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
-
-
-# Rows per multi-row statement: under SQLite's 32,766 and PostgreSQL's
-# 65,535 bind parameters for tables of up to 32 columns.
-UPSERT_CHUNK = 1000
-
-
-def upsert_many(
-    connection: Connection,
-    table: sa.Table,
-    rows: Sequence[Sequence[Any]],
-    *,
-    columns: Sequence[str],
-    conflict: Sequence[str],
-    returning: Sequence[str],
-    touch: Mapping[str, str] | None = None,
-    update: bool = True,
-) -> list[Any]:
-    """Multi-row upsert that writes only what changed; returns the written rows.
-
-    ``INSERT INTO t (columns) VALUES (...), (...) ON CONFLICT (conflict) DO
-    UPDATE SET <the other columns> = excluded.<column>, <touch> WHERE <any
-    of them differs> RETURNING <returning>``: a row whose content is
-    unchanged is neither written nor returned. Both SQLite (>= 3.35) and
-    PostgreSQL spell it so; only the placeholder, the JSONB cast and the
-    null-safe inequality differ. The SQL is built once per shape and the
-    rows go straight to the driver: this is the hot path of every ingest.
-    With ``update=False`` an existing row is left alone (``DO NOTHING``).
-    """
-    written: list[Any] = []
-    for start in range(0, len(rows), UPSERT_CHUNK):
-        chunk = rows[start : start + UPSERT_CHUNK]
-        sql = _upsert_sql(
-            connection.dialect,
-            table,
-            tuple(columns),
-            tuple(conflict),
-            tuple(returning),
-            tuple(sorted((touch or {}).items())),
-            update,
-            len(chunk),
-        )
-        flat = [value for row in chunk for value in row]
-        written.extend(connection.exec_driver_sql(sql, tuple(flat)).fetchall())
-    return written
-
-
-@functools.lru_cache(maxsize=512)
-def _upsert_sql(
-    dialect: sa.Dialect,
-    table: sa.Table,
-    columns: tuple[str, ...],
-    conflict: tuple[str, ...],
-    returning: tuple[str, ...],
-    touch: tuple[tuple[str, str], ...],
-    update: bool,
-    count: int,
-) -> str:
-    quote = dialect.identifier_preparer.quote
-    sqlite_ = dialect.name == "sqlite"
-    placeholder = "?" if sqlite_ else "%s"
-    differs = "IS NOT" if sqlite_ else "IS DISTINCT FROM"
-    slots = []
-    for name in columns:
-        is_json = isinstance(table.c[name].type, sa.JSON)
-        slots.append(f"{placeholder}::jsonb" if is_json and not sqlite_ else placeholder)
-    group = "(" + ", ".join(slots) + ")"
-    target = quote(table.name)
-    updated = [name for name in columns if name not in conflict]
-    assignments = [f"{quote(n)} = excluded.{quote(n)}" for n in updated]
-    assignments += [f"{quote(n)} = {expression}" for n, expression in touch]
-    condition = " OR ".join(f"{target}.{quote(n)} {differs} excluded.{quote(n)}" for n in updated)
-    action = f"DO UPDATE SET {', '.join(assignments)} WHERE {condition}" if update else "DO NOTHING"
-    return (
-        f"INSERT INTO {target} ({', '.join(quote(n) for n in columns)}) "
-        f"VALUES {', '.join([group] * count)} "
-        f"ON CONFLICT ({', '.join(quote(n) for n in conflict)}) {action} "
-        f"RETURNING {', '.join(quote(n) for n in returning)}"
-    )
 
 
 # -- migrations -------------------------------------------------------------

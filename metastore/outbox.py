@@ -49,7 +49,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from metastore import db
+from metastore import statements
 from metastore.errors import ConfigurationError
 from metastore.schema import outbox
 
@@ -185,14 +185,20 @@ def write_events(connection: Connection, rows: list[dict[str, Any]]) -> list[Eve
     that wakes consumers when it commits. Each row records its transaction
     id, for diagnosis. The events come back in sequence order.
     """
+    return send_events(connection, rows)()
+
+
+def send_events(connection: Connection, rows: list[dict[str, Any]]) -> Callable[[], list[Event]]:
+    """``write_events``' statements, sent (``statements.send``: inside a pipeline they go
+    with the others); returns what reads the events once they have run."""
     if not rows:
-        return []
-    found: list[Any] = []
+        return list
+    cursors = []
     if connection.dialect.name == "postgresql":
         _take_outbox_lock_and_notify(connection)
         columns = [[row[name] for row in rows] for name in _WRITTEN]
         columns[-1] = [orjson.dumps(payload).decode() for payload in columns[-1]]
-        found = db.fetch(connection, _INSERT_POSTGRES, columns)
+        cursors.append(statements.send(connection, _INSERT_POSTGRES, columns))
     else:
         for start in range(0, len(rows), _CHUNK):
             chunk = rows[start : start + _CHUNK]
@@ -202,8 +208,13 @@ def write_events(connection: Connection, rows: list[dict[str, Any]]) -> list[Eve
                 for name in _WRITTEN
             ]
             slots = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
-            found.extend(db.fetch(connection, _INSERT_SQLITE.format(slots=slots), values))
-    return [_event(row) for row in sorted(found)]
+            cursors.append(statements.send(connection, _INSERT_SQLITE.format(slots=slots), values))
+
+    def read() -> list[Event]:
+        found = [row for cursor in cursors for row in cursor.fetchall()]
+        return [_event(row) for row in sorted(found)]
+
+    return read
 
 
 _WRITTEN = ("event_type", "study_uid", "series_uid", "source", "payload")
@@ -248,7 +259,7 @@ def _take_outbox_lock_and_notify(connection: Connection) -> None:
     rollback, and PostgreSQL folds a transaction's identical notifications
     into one.
     """
-    db.run(
+    statements.run(
         connection,
         "SELECT pg_advisory_xact_lock(%s), pg_notify(%s, '')",
         (_OUTBOX_LOCK_KEY, NOTIFY_CHANNEL),

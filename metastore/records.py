@@ -90,7 +90,7 @@ class Where:
 
 def check_mapping(value: Any, what: str, item: int | None) -> Mapping[str, Any]:
     """The value itself if it is a mapping; otherwise ``InvalidMetadata``."""
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):  # dict: skip the ABC check
         raise InvalidMetadata(
             f"{what} metadata must be a mapping, not {type(value).__name__}", item=item
         )
@@ -309,14 +309,14 @@ INSTANCE_FIELDS = (
 )
 
 
-def instance_values(meta: Mapping[str, Any], where: Where) -> tuple[Any, ...]:
+def instance_values(meta: Mapping[str, Any], item: int | None = None) -> tuple[Any, ...]:
     """One instance's row values (``INSTANCE_FIELDS``), checked and encoded in one pass.
 
     The common case (plain ``str`` UIDs, ``int`` key columns) takes a fast
     path; anything else goes through the full checks, which also name the
-    item, its UIDs and the field when the input is bad. This runs once per
-    instance on every ingest, so it reads each key once and builds no
-    intermediate row.
+    item (its position in the call's input), its UIDs and the field when
+    the input is bad. This runs once per instance on every ingest, so it
+    reads each key once and builds no intermediate row.
     """
     get = meta.get
     study_uid = get("StudyInstanceUID")
@@ -347,11 +347,16 @@ def instance_values(meta: Mapping[str, Any], where: Where) -> tuple[Any, ...]:
         and plain_int(columns)
     ):
         study_uid, series_uid, sop_uid, sop_class, url, image_id, number, frames, rows, columns = (
-            _checked_keys(meta, where)
+            _checked_keys(meta, Where(item=item))
         )
     if image_id == url:
         image_id = None  # stored once: the imageId defaults to the url (see schema)
-    blob = encode(_without(meta, INSTANCE_EXTRAS), where)
+    document = _without(meta, INSTANCE_EXTRAS)
+    try:
+        blob = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        where = Where(item=item, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
+        blob = encode(document, where)  # number subclasses, or the error naming the instance
     return (
         study_uid,
         series_uid,
@@ -370,7 +375,7 @@ def instance_values(meta: Mapping[str, Any], where: Where) -> tuple[Any, ...]:
 def instance_row(meta: Mapping[str, Any], where: Where) -> dict[str, Any]:
     """The ``instances`` row for one instance's metadata (with ``url``/``imageId``),
     keyed by ``INSTANCE_FIELDS``."""
-    return dict(zip(INSTANCE_FIELDS, instance_values(meta, where), strict=True))
+    return dict(zip(INSTANCE_FIELDS, instance_values(meta, where.item), strict=True))
 
 
 def _checked_keys(meta: Mapping[str, Any], where: Where) -> tuple[Any, ...]:

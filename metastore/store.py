@@ -243,7 +243,10 @@ class MetaStore:
             states = batch.lock_studies(first_meta)
             for study_uid in sorted(by_study):
                 rows = list(by_study[study_uid].values())
-                written, new = writer.upsert_series(connection, states[study_uid], source_id, rows)
+                written, new, known = writer.upsert_series(
+                    connection, states[study_uid], source_id, rows
+                )
+                batch.remember_series(source_id, known)
                 inserted += new
                 updated += len(written) - new
                 unchanged += len(rows) - len(written)

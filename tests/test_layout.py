@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "metastore"
 # The bottom of the flow: pure or database-level modules, below the store.
 LOWER = {
     "metastore.db",
+    "metastore.statements",
     "metastore.schema",
     "metastore.records",
     "metastore.writer",
@@ -42,6 +43,7 @@ STORE_MAY_IMPORT = LOWER - {"metastore.matching", "metastore.retry", "metastore.
 WRITING = (
     "metastore.store",
     "metastore.db",
+    "metastore.statements",
     "metastore.schema",
     "metastore.writer",
     "metastore.batch",
