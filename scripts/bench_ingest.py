@@ -431,6 +431,17 @@ def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "_ingest":
         _child(sys.argv[2], sys.argv[3])
         return
+    if len(sys.argv) == 5 and sys.argv[1] == "_real":
+        # In a child: the IDC index (~1M rows) stays out of the parent's memory,
+        # which the ingest children's peak RSS would count.
+        studies = real_shapes(int(sys.argv[3]), int(sys.argv[4]))
+        generate_real(Path(sys.argv[2]), studies)
+        sizes = sorted(n for study in studies for _m, _c, n in study)
+        print(
+            f" in {len(studies):,} IDC studies, {len(sizes):,} series "
+            f"(median {sizes[len(sizes) // 2]} instances, largest {sizes[-1]:,})"
+        )
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=100_000, help="instances in the file")
     parser.add_argument("--large", action="store_true", help="1,000,000 instances")
@@ -461,13 +472,10 @@ def main() -> None:
         path = work / f"bench-{count}.json"
         started = time.perf_counter()
         if args.real_shape:
-            studies = real_shapes(count, args.seed)
-            generate_real(path, studies)
-            sizes = sorted(n for study in studies for _m, _c, n in study)
-            shape = (
-                f" in {len(studies):,} IDC studies, {len(sizes):,} series "
-                f"(median {sizes[len(sizes) // 2]} instances, largest {sizes[-1]:,})"
-            )
+            command = [sys.executable, __file__, "_real", str(path), str(count), str(args.seed)]
+            shape = subprocess.run(
+                command, check=True, capture_output=True, text=True
+            ).stdout.rstrip("\n")
         else:
             generate(path, count, args.per_series, args.series_per_study)
             shape = ""
