@@ -219,7 +219,8 @@ def send_events(connection: Connection, rows: list[dict[str, Any]]) -> Callable[
 
 _WRITTEN = ("event_type", "study_uid", "series_uid", "source", "payload")
 _CHUNK = 1000  # rows per statement on SQLite (5 parameters each)
-_RETURNING = "RETURNING seq, event_type, study_uid, series_uid, source, payload, created_at"
+_RETURNED = ("seq", "event_type", "study_uid", "series_uid", "source", "payload", "created_at")
+_RETURNING = f"RETURNING {', '.join(_RETURNED)}"
 # One array per column, in order (WITH ORDINALITY ... ORDER BY: sequence numbers follow it).
 _INSERT_POSTGRES = (
     "INSERT INTO outbox (event_type, study_uid, series_uid, source, payload, txid) "
@@ -235,20 +236,12 @@ _INSERT_SQLITE = (
 
 def _event(row: tuple[Any, ...]) -> Event:
     """An event from the driver's row (SQLite gives JSON and times as text)."""
-    seq, kind, study_uid, series_uid, source, payload, created_at = row
-    if isinstance(payload, str):
-        payload = orjson.loads(payload)
-    if isinstance(created_at, str):
-        created_at = datetime.fromisoformat(created_at)
-    return Event(
-        seq=seq,
-        type=EventType(kind),
-        study_uid=study_uid,
-        series_uid=series_uid,
-        source=source,
-        payload=payload,
-        created_at=as_utc(created_at),
-    )
+    found = dict(zip(_RETURNED, row, strict=True))
+    if isinstance(found["payload"], str):
+        found["payload"] = orjson.loads(found["payload"])
+    if isinstance(found["created_at"], str):
+        found["created_at"] = datetime.fromisoformat(found["created_at"])
+    return Event.from_row(found)
 
 
 def _take_outbox_lock_and_notify(connection: Connection) -> None:

@@ -85,40 +85,22 @@ UPSERT_CHUNK = 1000
 
 
 def upsert_many(
-    connection: Connection,
-    table: sa.Table,
-    rows: Sequence[Sequence[Any]],
-    *,
-    columns: Sequence[str],
-    conflict: Sequence[str],
-    returning: Sequence[str],
-    touch: Mapping[str, str] | None = None,
-    update: bool = True,
+    connection: Connection, table: sa.Table, rows: Sequence[Sequence[Any]], **options: Any
 ) -> list[Any]:
     """Multi-row upsert that writes only what changed; returns the written rows.
 
-    ``INSERT INTO t (columns) VALUES (...), (...) ON CONFLICT (conflict) DO
-    UPDATE SET <the other columns> = excluded.<column>, <touch> WHERE <any
-    of them differs> RETURNING <returning>``: a row whose content is
-    unchanged is neither written nor returned. Both SQLite (>= 3.35) and
-    PostgreSQL spell it so; only the placeholder, the JSONB cast and the
-    null-safe inequality differ. The SQL is built once per shape and the
-    rows go straight to the driver: this is the hot path of every ingest.
-    With ``update=False`` an existing row is left alone (``DO NOTHING``).
+    ``options`` as ``send_upsert``'s: ``INSERT INTO t (columns) VALUES (...),
+    (...) ON CONFLICT (conflict) DO UPDATE SET <the other columns> =
+    excluded.<column>, <touch> WHERE <any of them differs> RETURNING
+    <returning>``: a row whose content is unchanged is neither written nor
+    returned. Both SQLite (>= 3.35) and PostgreSQL spell it so; only the
+    placeholder, the JSONB cast and the null-safe inequality differ. The
+    SQL is built once per shape and the rows go straight to the driver:
+    this is the hot path of every ingest. With ``update=False`` an existing
+    row is left alone (``DO NOTHING``).
     """
-    written: list[Any] = []
-    for cursor in send_upsert(
-        connection,
-        table,
-        rows,
-        columns=columns,
-        conflict=conflict,
-        returning=returning,
-        touch=touch,
-        update=update,
-    ):
-        written.extend(cursor.fetchall())
-    return written
+    cursors = send_upsert(connection, table, rows, **options)
+    return [row for cursor in cursors for row in cursor.fetchall()]
 
 
 def send_upsert(
@@ -132,7 +114,8 @@ def send_upsert(
     touch: Mapping[str, str] | None = None,
     update: bool = True,
 ) -> list[Any]:
-    """``upsert_many``'s statements, sent (see ``send``); their cursors."""
+    """``upsert_many``'s statements (one per ``UPSERT_CHUNK`` rows), sent (see ``send``);
+    their cursors."""
     cursors = []
     for start in range(0, len(rows), UPSERT_CHUNK):
         chunk = rows[start : start + UPSERT_CHUNK]

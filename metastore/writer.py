@@ -47,18 +47,8 @@ SERIES_COLUMNS = (
     "series_time",
     "metadata",
 )
-INSTANCE_COLUMNS = (
-    "series_id",
-    "sop_uid",
-    "sop_class_uid",
-    "instance_number",
-    "number_of_frames",
-    "rows",
-    "columns",
-    "url",
-    "image_id",
-    "metadata",
-)
+# The instance row values (records.instance_values) after the study and series UIDs.
+INSTANCE_COLUMNS = ("series_id", *records.INSTANCE_FIELDS[2:])
 _TOUCH = {"updated_at": "CURRENT_TIMESTAMP"}
 # version: 1 on insert, +1 on each change; RETURNING it tells the two apart.
 _INSTANCE_TOUCH = {**_TOUCH, "version": "instances.version + 1"}

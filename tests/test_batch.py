@@ -5,12 +5,12 @@ Every test runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import fresh_db_url
 from helpers import instance_meta, instances, series_meta
 from launch_helpers import launch_instance, launch_study, table_rows, write_launch
 
@@ -143,11 +143,7 @@ def launch_file(path: Path, studies: int, series: int) -> Path:
 @pytest.fixture
 def second_db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """Another fresh database at head, beside ``db_url``."""
-    if backend == "sqlite":
-        path = tmp_path / "second.db"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-        return f"sqlite:///{path}"
-    return str(request.getfixturevalue("postgres").migrated_clone())
+    return fresh_db_url(backend, tmp_path / "second.db", request)
 
 
 @pytest.mark.parametrize("batch_instances", [1, 7, 5000])
