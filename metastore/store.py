@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from metastore import db, records, writer
 from metastore.batch import WriteBatch, group_instances
-from metastore.errors import InvalidMetadata, StoreClosed
+from metastore.errors import InvalidMetadata, MetastoreError, StoreClosed
 from metastore.imageids import strip_frame
 from metastore.names import check_name
 from metastore.outbox import Event, EventType, event_row, read_changes, write_events
@@ -120,6 +120,9 @@ class MetaStore:
         return f"<MetaStore {db.redact(self.url)} {state}>"
 
     def _writing(self, what: str) -> AbstractContextManager[Connection]:
+        if getattr(self._local, "batch", None) is not None:
+            # It would wait for the batch's own locks (SQLite: its write lock) forever.
+            raise MetastoreError(f"{what}: not inside MetaStore.batch(); do it before or after")
         return db.writing(self.engine, what)
 
     def reading(self, what: str) -> AbstractContextManager[Connection]:
@@ -314,8 +317,8 @@ class MetaStore:
         ``events`` holds them once committed, and listeners hear them
         then). A batch opened inside a batch is a savepoint: if its block
         raises, what was written in it is undone and the outer batch goes
-        on. Other writes (deletes, sources) do not join a batch: make
-        them outside it.
+        on. Other writes (deletes, sources) are refused inside a batch
+        (they would wait for its locks): make them before or after it.
         """
         shared: WriteBatch | None = getattr(self._local, "batch", None)
         if shared is not None:

@@ -14,7 +14,7 @@ from conftest import fresh_db_url
 from helpers import instance_meta, instances, series_meta
 from launch_helpers import launch_instance, launch_study, table_rows, write_launch
 
-from metastore import EVENTS, Event, InvalidMetadata, MetaStore
+from metastore import EVENTS, Event, InvalidMetadata, MetaStore, MetastoreError
 from metastore.check import check
 from metastore.ingest import files, ingest_launch_file, write_study
 from metastore.schema import outbox
@@ -113,6 +113,18 @@ def test_a_failed_part_is_undone_alone_and_the_batch_goes_on(store: MetaStore) -
     ]
     assert store.changes() == batch.events
     assert check(store).clean
+
+
+def test_other_writes_are_refused_inside_a_batch(store: MetaStore) -> None:
+    store.add_instances(instances(study="1.2.9", series="1.2.9.1", count=1))
+    with store.batch():
+        store.add_instances(instances(count=1))
+        with pytest.raises(MetastoreError, match="not inside MetaStore.batch"):
+            store.delete_study("1.2.9")
+        with pytest.raises(MetastoreError, match="not inside MetaStore.batch"):
+            store.register_source("other")
+    assert store.study_uids() == ["1.2.3", "1.2.9"]
+    assert store.delete_study("1.2.9")
 
 
 def test_reingest_in_a_batch_writes_nothing(store: MetaStore) -> None:
