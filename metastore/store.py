@@ -9,9 +9,10 @@ reads are a fixed number of queries whatever the size of the study.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from metastore import db, reads, records, writer
-from metastore.errors import InvalidMetadata, StoreClosed
+from metastore.batch import WriteBatch, group_instances
+from metastore.errors import InvalidMetadata, MetastoreError, StoreClosed
 from metastore.names import check_name
 from metastore.outbox import Event, EventType, event_row, read_changes, write_events
 from metastore.records import Where
@@ -78,6 +80,7 @@ class MetaStore:
         self._engine: Engine | None = db.create_engine(self.url, read_only=read_only)
         self._listeners: dict[EventType, list[Listener]] = defaultdict(list)
         self._source_ids: dict[str, int] = {}
+        self._local = threading.local()  # the open batch of each thread
         if migrate:
             try:
                 db.ensure_schema(self._engine, create=not read_only)
@@ -116,6 +119,9 @@ class MetaStore:
         return f"<MetaStore {db.redact(self.url)} {state}>"
 
     def _writing(self, what: str) -> AbstractContextManager[Connection]:
+        if getattr(self._local, "batch", None) is not None:
+            # It would wait for the batch's own locks (SQLite: its write lock) forever.
+            raise MetastoreError(f"{what}: not inside MetaStore.batch(); do it before or after")
         return db.writing(self.engine, what)
 
     def reading(self, what: str) -> AbstractContextManager[Connection]:
@@ -201,11 +207,10 @@ class MetaStore:
             rows[row["study_uid"]] = row
         if not rows:
             return WriteResult()
-        with self._writing("adding studies") as connection:
-            self._source_id(connection, source)
-            existing = writer.lock_studies(connection, rows)
-            written = writer.upsert_studies(connection, [rows[uid] for uid in sorted(rows)])
-            self._remember_sources(connection)
+        with self._transaction("adding studies") as batch:
+            self._source_id(batch.connection, source)
+            existing = writer.lock_studies(batch.connection, rows)
+            written = writer.upsert_studies(batch.connection, [rows[uid] for uid in sorted(rows)])
         inserted = sum(1 for uid in written if uid not in existing)
         return WriteResult(
             inserted=inserted, updated=len(written) - inserted, unchanged=len(rows) - len(written)
@@ -234,19 +239,21 @@ class MetaStore:
         if not by_study:
             return WriteResult()
         inserted = updated = unchanged = 0
-        outbox_rows: list[dict[str, Any]] = []
-        with self._writing("adding series metadata") as connection:
+        with self._transaction("adding series metadata") as batch:
+            connection = batch.connection
             source_id = self._source_id(connection, source)
-            states = writer.ensure_studies(connection, first_meta)
+            states = batch.lock_studies(first_meta)
             for study_uid in sorted(by_study):
                 rows = list(by_study[study_uid].values())
-                written, new = writer.upsert_series(connection, states[study_uid], source_id, rows)
-                writer.finish_study(connection, states[study_uid])
+                written, new, known = writer.upsert_series(
+                    connection, states[study_uid], source_id, rows
+                )
+                batch.remember_series(source_id, known)
                 inserted += new
                 updated += len(written) - new
                 unchanged += len(rows) - len(written)
                 if written and not made_in_client:
-                    outbox_rows.append(
+                    batch.outbox.append(
                         event_row(
                             EventType.SERIES_ADDED,
                             study_uid,
@@ -255,11 +262,8 @@ class MetaStore:
                             {"SeriesInstanceUIDs": sorted(written)},
                         )
                     )
-            events = write_events(connection, outbox_rows)
-            self._remember_sources(connection)
-        self._notify(events)
         return WriteResult(
-            inserted=inserted, updated=updated, unchanged=unchanged, events=tuple(events)
+            inserted=inserted, updated=updated, unchanged=unchanged, events=batch.own_events()
         )
 
     def add_instances(
@@ -276,59 +280,60 @@ class MetaStore:
         or when nothing changed. A changed instance is updated in place.
         Studies and series not yet indexed are created from the instances.
         """
-        grouped: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-        first_meta: dict[tuple[str, str], Mapping[str, Any]] = {}
-        for item, meta in enumerate(instance_list):
-            records.check_mapping(meta, "instance", item)
-            row = records.instance_row(meta, Where(item=item))
-            key = (row["study_uid"], row["series_uid"])
-            if key not in grouped:
-                grouped[key] = {}
-                first_meta[key] = meta
-            grouped[key][row["sop_uid"]] = row  # last write wins
+        grouped, first_meta = group_instances(instance_list)
         if not grouped:
             return WriteResult()
-        inserted = updated = unchanged = 0
-        outbox_rows: list[dict[str, Any]] = []
-        touched: list[int] = []
-        with self._writing("adding instances") as connection:
-            source_id = self._source_id(connection, source)
-            states = writer.ensure_studies(
-                connection, {study: first_meta[(study, s)] for study, s in reversed(first_meta)}
+        with self._transaction("adding instances") as batch:
+            source_id = self._source_id(batch.connection, source)
+            inserted, updated, unchanged = batch.add_instances(
+                source_id, source, grouped, first_meta, made_in_client=made_in_client
             )
-            series_ids = writer.ensure_series(connection, source_id, states, first_meta)
-            for key in sorted(grouped):
-                study_uid, series_uid = key
-                by_sop = grouped[key]
-                series_id, empty = series_ids[key]
-                added, changed = writer.write_instances(
-                    connection, series_id, empty, by_sop.values()
-                )
-                states[study_uid].new_instances += added
-                inserted += added
-                updated += changed
-                unchanged += len(by_sop) - added - changed
-                if added or changed:
-                    touched.append(series_id)
-                if (added or changed) and not made_in_client:
-                    outbox_rows.append(
-                        event_row(
-                            EventType.INSTANCES_ADDED,
-                            study_uid,
-                            series_uid,
-                            source,
-                            {"added": added, "updated": changed},
-                        )
-                    )
-            for study_uid in sorted(states):
-                writer.finish_study(connection, states[study_uid])
-            writer.forget_rendered(connection, touched)
-            events = write_events(connection, outbox_rows)
-            self._remember_sources(connection)
-        self._notify(events)
         return WriteResult(
-            inserted=inserted, updated=updated, unchanged=unchanged, events=tuple(events)
+            inserted=inserted, updated=updated, unchanged=unchanged, events=batch.own_events()
         )
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[WriteBatch]:
+        """The open batch of this thread, else a transaction of the call's own."""
+        shared: WriteBatch | None = getattr(self._local, "batch", None)
+        if shared is not None:
+            with db.translate_errors(what):
+                yield shared
+            return
+        with self._writing(what) as connection:
+            batch = WriteBatch(connection=connection)
+            yield batch
+            batch.finish()
+            self._remember_sources(connection)
+        self._notify(batch.events)
+
+    @contextmanager
+    def batch(self, what: str = "writing a batch") -> Iterator[WriteBatch]:
+        """One transaction for every ``add_*`` call made in the block (by this thread).
+
+        Its rows and events commit together at the end of the block, or
+        not at all; the calls inside return no events (the batch's
+        ``events`` holds them once committed, and listeners hear them
+        then). A batch opened inside a batch is a savepoint: if its block
+        raises, what was written in it is undone and the outer batch goes
+        on. Other writes (deletes, sources) are refused inside a batch
+        (they would wait for its locks): make them before or after it.
+        """
+        shared: WriteBatch | None = getattr(self._local, "batch", None)
+        if shared is not None:
+            with db.translate_errors(what), shared.savepoint():
+                yield shared
+            return
+        with self._writing(what) as connection:
+            batch = WriteBatch(connection=connection, shared=True)
+            self._local.batch = batch
+            try:
+                yield batch
+                batch.finish()
+            finally:
+                self._local.batch = None
+            self._remember_sources(connection)
+        self._notify(batch.events)
 
     def delete_study(self, study_uid: str) -> bool:
         """Delete a study with every series list and instance; writes ``STUDY_DELETED``.
