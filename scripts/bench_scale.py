@@ -21,10 +21,10 @@ to ``--out`` as JSON:
 
     python scripts/bench_scale.py [--instances 10000000] [--backend postgresql|sqlite]
         [--postgres URL] [--sqlite-dir DIR] [--idc PATH] [--every N] [--runs 40]
-        [--out FILE.json] [--decide]
+        [--writers 2] [--out FILE.json]
 
-``--decide`` runs the schema experiments of ``scale_decide.py`` on the
-finished PostgreSQL index (partitioning, index costs, TOAST compression).
+``scale_decide.py`` runs the schema experiments (partitioning, index costs,
+TOAST compression) on copies of such an index, while it grows or after.
 """
 
 from __future__ import annotations
@@ -124,9 +124,7 @@ class Bench:
     def size(self) -> int:
         if self.pg:
             return int(self.scalar("SELECT pg_database_size(current_database())"))
-        return sum(
-            os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p)
-        )
+        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
 
     def autovacuum(self) -> dict[str, Any]:
         if not self.pg:
@@ -137,13 +135,22 @@ class Bench:
             " WHERE relname IN ('instances', 'series', 'studies', 'outbox')"
         )
         return {
-            r[0]: {"autovacuums": r[1], "autoanalyzes": r[2], "dead": r[3], "live": r[4], "last": r[5]}
+            r[0]: {
+                "autovacuums": r[1],
+                "autoanalyzes": r[2],
+                "dead": r[3],
+                "live": r[4],
+                "last": r[5],
+            }
             for r in found
         }
 
     def sample(self) -> list[dict[str, Any]]:
         """Up to SAMPLE indexed study rows, spread over the index, for the search families."""
-        found = self.rows(f"SELECT metadata FROM studies ORDER BY (id * 7919) % 10007, id LIMIT {SAMPLE}")
+        modulo = "%%" if self.pg else "%"  # psycopg reads a lone % as a placeholder
+        found = self.rows(
+            f"SELECT metadata FROM studies ORDER BY (id * 7919) {modulo} 10007, id LIMIT {SAMPLE}"
+        )
         return [m if isinstance(m, dict) else json.loads(m) for (m,) in found]
 
     # ---- the checkpoint figures -------------------------------------------------------------
@@ -171,7 +178,9 @@ class Bench:
             found = self.rows("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")
             names = dict(self.rows("SELECT name, type FROM sqlite_master"))
             tables = {n: s for n, s in found if names.get(n) == "table"}
-            indexes = dict(sorted(((n, s) for n, s in found if names.get(n) == "index"), key=lambda x: -x[1]))
+            indexes = dict(
+                sorted(((n, s) for n, s in found if names.get(n) == "index"), key=lambda x: -x[1])
+            )
             high = self.scalar("SELECT max(id) FROM instances") or 0
             stored = text = self.scalar(
                 f"SELECT avg(length(metadata)) FROM instances WHERE id > {max(0, high - 20_000)}"
@@ -208,16 +217,22 @@ class Bench:
                 rows += len(search_studies(self.store, query, limit=100).rows)
                 samples.append(time.perf_counter() - started)
             found[name] = {**percentiles(samples), "rows": rows / len(queries)}
-            say(f"  search {name:26} p50 {found[name]['p50_ms']:8.2f} ms  p95 {found[name]['p95_ms']:8.2f} ms  rows {found[name]['rows']:.0f}")
+            say(
+                f"  search {name:26} p50 {found[name]['p50_ms']:8.2f} ms  p95 {found[name]['p95_ms']:8.2f} ms  rows {found[name]['rows']:.0f}"
+            )
         rng = random.Random(13)
         years = [rng.randrange(2005, 2026) for _ in range(runs)]
         picked = [rng.choice(sample)["StudyInstanceUID"] for _ in range(runs)]
         others = {
             "count (a year)": [
-                lambda y=y: search_studies(self.store, {"StudyDate": f"{y}0101-{y}1231"}, limit=0, count=True)
+                lambda y=y: search_studies(
+                    self.store, {"StudyDate": f"{y}0101-{y}1231"}, limit=0, count=True
+                )
                 for y in years
             ],
-            "series of a study": [lambda s=s: search_series(self.store, {}, study_uid=s) for s in picked],
+            "series of a study": [
+                lambda s=s: search_series(self.store, {}, study_uid=s) for s in picked
+            ],
         }
         for name, calls in others.items():
             samples = []
@@ -226,7 +241,9 @@ class Bench:
                 call()
                 samples.append(time.perf_counter() - started)
             found[name] = percentiles(samples)
-            say(f"  search {name:26} p50 {found[name]['p50_ms']:8.2f} ms  p95 {found[name]['p95_ms']:8.2f} ms")
+            say(
+                f"  search {name:26} p50 {found[name]['p50_ms']:8.2f} ms  p95 {found[name]['p95_ms']:8.2f} ms"
+            )
         return found
 
     def wado(self, probes: list[StudyShape]) -> dict[str, Any]:
@@ -248,7 +265,10 @@ class Bench:
                 seconds, rendered = cold()
                 assert rendered is not None and rendered.instances == size
                 cold_samples.append(seconds)
-            warm, rendered = timed(lambda s=study_uid, se=series_uid: series_metadata(self.store, s, se, BASE), self.args.runs)
+            warm, rendered = timed(
+                lambda s=study_uid, se=series_uid: series_metadata(self.store, s, se, BASE),
+                self.args.runs,
+            )
             assert rendered is not None and rendered.instances == size
             found[f"{size} instances"] = {"cold": percentiles(cold_samples), "warm": warm}
             say(
@@ -283,7 +303,9 @@ class Bench:
             figures, study = timed(lambda uid=uid: self.store.get_study(uid), self.args.runs)
             assert study is not None and study["NumberOfStudyRelatedInstances"] == probe.instances
             point["get_study"][str(probe.instances)] = figures
-            say(f"  get_study {probe.instances:5,} instances: p50 {figures['p50_ms']:.1f} ms, p95 {figures['p95_ms']:.1f} ms")
+            say(
+                f"  get_study {probe.instances:5,} instances: p50 {figures['p50_ms']:.1f} ms, p95 {figures['p95_ms']:.1f} ms"
+            )
         before = self.index_scans()
         point["search"] = self.searches()
         after = self.index_scans()
@@ -302,7 +324,10 @@ class Bench:
 def _commit() -> str:
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
             cwd=Path(__file__).resolve().parent,
         )
         return done.stdout.strip()
@@ -342,14 +367,26 @@ def run(url: str, args: argparse.Namespace, path: str) -> dict[str, Any]:
         for probe in probes:  # also registers the source before the writers start
             write_study(store, probe.metadata, source="idc")
         first = sum(p.instances for p in probes)
-        marks = sorted({m for m in (1_000_000, 10_000_000) if m < args.instances} | {args.instances})
+        marks = sorted(
+            {m for m in (1_000_000, 10_000_000) if m < args.instances} | {args.instances}
+        )
         context = multiprocessing.get_context("spawn")
         done, go, idle = context.Value("q", 0), context.Event(), context.Array("i", args.writers)
         ready = context.Value("i", 0)
         writers = [
             context.Process(
                 target=write_share,
-                args=(url, args.idc, args.instances - first, k, args.writers, done, go, idle, ready),
+                args=(
+                    url,
+                    args.idc,
+                    args.instances - first,
+                    k,
+                    args.writers,
+                    done,
+                    go,
+                    idle,
+                    ready,
+                ),
                 daemon=True,
             )
             for k in range(args.writers)
@@ -372,10 +409,13 @@ def run(url: str, args: argparse.Namespace, path: str) -> dict[str, Any]:
                     for writer in alive:
                         writer.terminate()
                     raise SystemExit("a writer failed (its traceback is above)")
-                time.sleep(0.5)
+                time.sleep(0.2)
                 now_done = first + done.value
                 progress.update(now_done - progress.counts["instances"])
-                if now_done - last_done >= args.every or (not alive and now_done > last_done):
+                at_mark = bool(marks) and (now_done >= marks[0] or not alive)
+                if now_done - last_done >= args.every or (
+                    now_done > last_done and (at_mark or not alive)
+                ):
                     now = time.perf_counter()
                     line = {
                         "instances": now_done,
@@ -392,7 +432,7 @@ def run(url: str, args: argparse.Namespace, path: str) -> dict[str, Any]:
                         f" load {line['load']}, autovacuum(instances) {line['autovacuum']}"
                     )
                     last_done, last = now_done, time.perf_counter()
-                if marks and (now_done >= marks[0] or not alive):
+                if at_mark:
                     mark_started = time.perf_counter()
                     go.clear()
                     while not all(idle[k] or not w.is_alive() for k, w in enumerate(writers)):
@@ -410,12 +450,9 @@ def run(url: str, args: argparse.Namespace, path: str) -> dict[str, Any]:
         bench.results["ingest_seconds"] = seconds = time.perf_counter() - started - paused
         bench.results["load_end"] = load()
         bench.save()
-        say(f"\n{total:,} instances, {seconds:,.0f} s of ingest: {(total - first) / seconds:,.0f} instances/s; load {load()}")
-        if args.decide and bench.pg:
-            from scale_decide import decide
-
-            bench.results["decide"] = decide(store, probes, say)
-            bench.save()
+        say(
+            f"\n{total:,} instances, {seconds:,.0f} s of ingest: {(total - first) / seconds:,.0f} instances/s; load {load()}"
+        )
         return bench.results
 
 
@@ -435,20 +472,34 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=10_000_000)
     parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--sqlite-dir", default=None, help="where the SQLite file goes (a temporary folder in it)")
-    parser.add_argument("--idc", default=None, help="the IDC series index (parquet, or a CSV excerpt); default: idc-index-data's")
-    parser.add_argument("--every", type=int, default=None, help="instances between ingest lines (default instances/50)")
-    parser.add_argument("--writers", type=int, default=2, help="writer processes (studies dealt round robin)")
+    parser.add_argument(
+        "--sqlite-dir", default=None, help="where the SQLite file goes (a temporary folder in it)"
+    )
+    parser.add_argument(
+        "--idc",
+        default=None,
+        help="the IDC series index (parquet, or a CSV excerpt); default: idc-index-data's",
+    )
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=None,
+        help="instances between ingest lines (default instances/50)",
+    )
+    parser.add_argument(
+        "--writers", type=int, default=2, help="writer processes (studies dealt round robin)"
+    )
     parser.add_argument("--runs", type=int, default=40, help="timed calls per latency figure")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
-    parser.add_argument("--decide", action="store_true", help="run the schema experiments (PostgreSQL)")
     args = parser.parse_args()
     args.every = args.every or max(1000, args.instances // 50)
     if args.idc is None:
         try:
             args.idc = str(idc_index_path())
         except ImportError:
-            parser.error("idc-index-data is not installed (pip install -e '.[bench]'), or give --idc")
+            parser.error(
+                "idc-index-data is not installed (pip install -e '.[bench]'), or give --idc"
+            )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     with database(args) as (url, path):

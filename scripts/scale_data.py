@@ -80,7 +80,11 @@ def read_series(path: Path) -> Iterator[dict[str, Any]]:
     keys = [_key(uid).hex() for uid in table.column("StudyInstanceUID").to_pylist()]
     table = table.append_column("order_key", pa.array(keys))
     table = table.sort_by(
-        [("order_key", "ascending"), ("StudyInstanceUID", "ascending"), ("SeriesInstanceUID", "ascending")]
+        [
+            ("order_key", "ascending"),
+            ("StudyInstanceUID", "ascending"),
+            ("SeriesInstanceUID", "ascending"),
+        ]
     )
     for batch in table.to_batches(max_chunksize=20_000):
         yield from batch.to_pylist()
@@ -172,7 +176,9 @@ def instance(study: dict[str, Any], series: dict[str, Any], number: int) -> dict
         SOPInstanceUID=sop_uid,
         SeriesInstanceUID=series_uid,
         SeriesDate=_date(series["SeriesDate"]) or study["StudyDate"],
-        SeriesNumber=int(series["SeriesNumber"]) if str(series["SeriesNumber"] or "").isdigit() else 1,
+        SeriesNumber=int(series["SeriesNumber"])
+        if str(series["SeriesNumber"] or "").isdigit()
+        else 1,
         SeriesDescription=series["SeriesDescription"] or modality,
         Modality=modality,
         Manufacturer=series["Manufacturer"] or "UNKNOWN",
@@ -190,12 +196,21 @@ def instance(study: dict[str, Any], series: dict[str, Any], number: int) -> dict
             CompletionFlag="COMPLETE",
             VerificationFlag="UNVERIFIED",
             CurrentRequestedProcedureEvidenceSequence=[
-                {"StudyInstanceUID": study_uid, "ReferencedSeriesSequence": [
-                    {"SeriesInstanceUID": f"{study_uid}.1", "ReferencedSOPSequence": [
-                        {"ReferencedSOPClassUID": "1.2.840.10008.5.1.4.1.1.2",
-                         "ReferencedSOPInstanceUID": f"{series['sop_root']}9{k}"} for k in range(1, 4)
-                    ]}
-                ]}
+                {
+                    "StudyInstanceUID": study_uid,
+                    "ReferencedSeriesSequence": [
+                        {
+                            "SeriesInstanceUID": series_uid,
+                            "ReferencedSOPSequence": [
+                                {
+                                    "ReferencedSOPClassUID": "1.2.840.10008.5.1.4.1.1.2",
+                                    "ReferencedSOPInstanceUID": f"{series['sop_root']}9{k}",
+                                }
+                                for k in range(1, 4)
+                            ],
+                        }
+                    ],
+                }
             ],
         )
         return meta
@@ -223,29 +238,60 @@ def instance(study: dict[str, Any], series: dict[str, Any], number: int) -> dict
             WindowWidth=[400, 1500],
         )
         if modality == "CT":
-            meta.update(KVP=120, XRayTubeCurrent=250, ConvolutionKernel="STANDARD",
-                        RescaleIntercept=-1024, RescaleSlope=1)
+            meta.update(
+                KVP=120,
+                XRayTubeCurrent=250,
+                ConvolutionKernel="STANDARD",
+                RescaleIntercept=-1024,
+                RescaleSlope=1,
+            )
         elif modality == "MR":
-            meta.update(RepetitionTime=4000.0, EchoTime=90.0, MagneticFieldStrength=3,
-                        FlipAngle=90, ScanningSequence="SE", SequenceName="*tse2d1_15")
+            meta.update(
+                RepetitionTime=4000.0,
+                EchoTime=90.0,
+                MagneticFieldStrength=3,
+                FlipAngle=90,
+                ScanningSequence="SE",
+                SequenceName="*tse2d1_15",
+            )
         else:
-            meta.update(Units="BQML", DecayCorrection="START", RescaleSlope=2.5,
-                        RadiopharmaceuticalInformationSequence=[
-                            {"RadionuclideTotalDose": 370000000,
-                             "RadionuclideCodeSequence": _code("C-111A1", "^18^Fluorine", "SRT")}])
+            meta.update(
+                Units="BQML",
+                DecayCorrection="START",
+                RescaleSlope=2.5,
+                RadiopharmaceuticalInformationSequence=[
+                    {
+                        "RadionuclideTotalDose": 370000000,
+                        "RadionuclideCodeSequence": _code("C-111A1", "^18^Fluorine", "SRT"),
+                    }
+                ],
+            )
     elif modality in _PROJECTION:
-        meta.update(ImagerPixelSpacing=[0.139, 0.139], ViewPosition="PA", ImageLaterality="L",
-                    PresentationIntentType="FOR PRESENTATION")
+        meta.update(
+            ImagerPixelSpacing=[0.139, 0.139],
+            ViewPosition="PA",
+            ImageLaterality="L",
+            PresentationIntentType="FOR PRESENTATION",
+        )
     frames = _MULTIFRAME.get(modality)
     if frames:
         meta["NumberOfFrames"] = frames
         if modality == "SM":
-            meta.update(TotalPixelMatrixColumns=98304, TotalPixelMatrixRows=65536,
-                        DimensionOrganizationType="TILED_FULL")
+            meta.update(
+                TotalPixelMatrixColumns=98304,
+                TotalPixelMatrixRows=65536,
+                DimensionOrganizationType="TILED_FULL",
+            )
         if modality == "SEG":
             meta["SegmentSequence"] = [
-                {"SegmentNumber": k, "SegmentLabel": f"Segment {k}", "SegmentAlgorithmType": "AUTOMATIC",
-                 "SegmentedPropertyCategoryCodeSequence": _code("91723000", "Anatomical Structure", "SCT")}
+                {
+                    "SegmentNumber": k,
+                    "SegmentLabel": f"Segment {k}",
+                    "SegmentAlgorithmType": "AUTOMATIC",
+                    "SegmentedPropertyCategoryCodeSequence": _code(
+                        "91723000", "Anatomical Structure", "SCT"
+                    ),
+                }
                 for k in range(1, 4)
             ]
     return meta
@@ -287,15 +333,15 @@ def _shape(group: list[dict[str, Any]], number: int, left: int) -> StudyShape:
             "StudyInstanceUID": study["StudyInstanceUID"],
             "SeriesInstanceUID": row["SeriesInstanceUID"],
             "Modality": row["Modality"],
-            "SeriesNumber": int(row["SeriesNumber"]) if str(row["SeriesNumber"] or "").isdigit() else None,
+            "SeriesNumber": int(row["SeriesNumber"])
+            if str(row["SeriesNumber"] or "").isdigit()
+            else None,
             "SeriesDescription": row["SeriesDescription"],
             "NumberOfSeriesRelatedInstances": count,
         }
         for row, count in kept
     ]
-    series = (
-        [instance(study, row, n) for n in range(1, count + 1)] for row, count in kept
-    )
+    series = ([instance(study, row, n) for n in range(1, count + 1)] for row, count in kept)
     return StudyShape(
         metadata=StudyMetadata(study=study, summaries=summaries, series=series),
         row=study,
