@@ -37,6 +37,7 @@ import logging
 import multiprocessing
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -500,6 +501,8 @@ def main() -> None:
             parser.error(
                 "idc-index-data is not installed (pip install -e '.[bench]'), or give --idc"
             )
+    # A background run (nohup ... &) ignores SIGINT: SIGTERM ends it cleanly too (the database dropped).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     with database(args) as (url, path):
