@@ -297,6 +297,31 @@ def instance(study: dict[str, Any], series: dict[str, Any], number: int) -> dict
     return meta
 
 
+def series_instances(
+    study: dict[str, Any], series: dict[str, Any], count: int
+) -> list[dict[str, Any]]:
+    """The ``count`` instances of a series: one built in full, the others differ where instances do."""
+    template = instance(study, series, 1)
+    study_uid, series_uid = study["StudyInstanceUID"], series["SeriesInstanceUID"]
+    prefix = f"dicomweb:https://archive.example/dicomweb/studies/{study_uid}/series/{series_uid}/instances/"
+    hour = study["StudyTime"][:4]
+    geometry = "SliceLocation" in template
+    found = [template]
+    for number in range(2, count + 1):
+        meta = dict(template)
+        sop_uid = f"{series['sop_root']}{number}"
+        meta["SOPInstanceUID"] = sop_uid
+        meta["InstanceNumber"] = number
+        meta["ContentTime"] = f"{hour}{number % 60:02d}"
+        meta["url"] = prefix + sop_uid
+        if geometry:
+            z = -100.0 + 1.25 * number
+            meta["ImagePositionPatient"] = [-175.0, -175.0, z]
+            meta["SliceLocation"] = z
+        found.append(meta)
+    return found
+
+
 def studies(path: Path, limit: int) -> Iterator[StudyShape]:
     """Studies of the IDC index in the bench's order, until ``limit`` instances are reached."""
     left = limit
@@ -341,7 +366,7 @@ def _shape(group: list[dict[str, Any]], number: int, left: int) -> StudyShape:
         }
         for row, count in kept
     ]
-    series = ([instance(study, row, n) for n in range(1, count + 1)] for row, count in kept)
+    series = (series_instances(study, row, count) for row, count in kept)
     return StudyShape(
         metadata=StudyMetadata(study=study, summaries=summaries, series=series),
         row=study,
