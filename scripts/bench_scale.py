@@ -368,9 +368,6 @@ def run(url: str, args: argparse.Namespace, path: str) -> dict[str, Any]:
         for probe in probes:  # also registers the source before the writers start
             write_study(store, probe.metadata, source="idc")
         first = sum(p.instances for p in probes)
-        marks = sorted(
-            {m for m in (1_000_000, 10_000_000) if m < args.instances} | {args.instances}
-        )
         context = multiprocessing.get_context("spawn")
         done, go, idle = context.Value("q", 0), context.Event(), context.Array("i", args.writers)
         ready = context.Value("i", 0)
@@ -398,63 +395,85 @@ def run(url: str, args: argparse.Namespace, path: str) -> dict[str, Any]:
         )
         for writer in writers:
             writer.start()
-        while ready.value < args.writers and all(w.exitcode in (None, 0) for w in writers):
+        try:
+            return _drive(bench, args, writers, probes, first, done, go, idle, ready)
+        finally:
+            for writer in writers:  # an interrupted run leaves no writer behind
+                if writer.is_alive():
+                    writer.terminate()
+                writer.join()
+
+
+def _drive(
+    bench: Bench,
+    args: argparse.Namespace,
+    writers: list[Any],
+    probes: list[StudyShape],
+    first: int,
+    done: Any,
+    go: Any,
+    idle: Any,
+    ready: Any,
+) -> dict[str, Any]:
+    """Start the writers together, report as they go, pause them for each checkpoint."""
+    marks = sorted({m for m in (1_000_000, 10_000_000) if m < args.instances} | {args.instances})
+    while ready.value < args.writers and all(w.exitcode in (None, 0) for w in writers):
+        time.sleep(0.2)
+    go.set()
+    last_done, paused = first, 0.0
+    started = last = time.perf_counter()
+    with Progress("ingest", total=args.instances, unit="instances", interval=60) as progress:
+        while True:
+            alive = [w for w in writers if w.is_alive()]
+            if any(w.exitcode not in (None, 0) for w in writers):
+                for writer in alive:
+                    writer.terminate()
+                raise SystemExit("a writer failed (its traceback is above)")
             time.sleep(0.2)
-        go.set()
-        last_done, paused = first, 0.0
-        started = last = time.perf_counter()
-        with Progress("ingest", total=args.instances, unit="instances", interval=60) as progress:
-            while True:
-                alive = [w for w in writers if w.is_alive()]
-                if any(w.exitcode not in (None, 0) for w in writers):
-                    for writer in alive:
-                        writer.terminate()
-                    raise SystemExit("a writer failed (its traceback is above)")
-                time.sleep(0.2)
-                now_done = first + done.value
-                progress.update(now_done - progress.counts["instances"])
-                at_mark = bool(marks) and (now_done >= marks[0] or not alive)
-                if now_done - last_done >= args.every or (
-                    now_done > last_done and (at_mark or not alive)
-                ):
-                    now = time.perf_counter()
-                    line = {
-                        "instances": now_done,
-                        "interval_rate": (now_done - last_done) / (now - last),
-                        "overall_rate": (now_done - first) / (now - started - paused),
-                        "database_bytes": bench.size(),
-                        "load": load(),
-                        "autovacuum": bench.autovacuum().get("instances", {}),
-                    }
-                    bench.results["ingest"].append(line)
-                    say(
-                        f"ingest {now_done:>11,} instances: {line['interval_rate']:7,.0f}/s now,"
-                        f" {line['overall_rate']:7,.0f}/s overall, {line['database_bytes'] / 2**30:6.2f} GiB,"
-                        f" load {line['load']}, autovacuum(instances) {line['autovacuum']}"
-                    )
-                    last_done, last = now_done, time.perf_counter()
-                if at_mark:
-                    mark_started = time.perf_counter()
-                    go.clear()
-                    while not all(idle[k] or not w.is_alive() for k, w in enumerate(writers)):
-                        time.sleep(0.2)
-                    bench.checkpoint(first + done.value, probes)
-                    marks.pop(0)
-                    go.set()
-                    paused += time.perf_counter() - mark_started
-                    last = time.perf_counter()
-                    last_done = first + done.value
-                if not alive and not marks:
-                    break
-        total = first + done.value
-        bench.results["instances"] = total
-        bench.results["ingest_seconds"] = seconds = time.perf_counter() - started - paused
-        bench.results["load_end"] = load()
-        bench.save()
-        say(
-            f"\n{total:,} instances, {seconds:,.0f} s of ingest: {(total - first) / seconds:,.0f} instances/s; load {load()}"
-        )
-        return bench.results
+            now_done = first + done.value
+            progress.update(now_done - progress.counts["instances"])
+            at_mark = bool(marks) and (now_done >= marks[0] or not alive)
+            if now_done - last_done >= args.every or (
+                now_done > last_done and (at_mark or not alive)
+            ):
+                now = time.perf_counter()
+                line = {
+                    "instances": now_done,
+                    "interval_rate": (now_done - last_done) / (now - last),
+                    "overall_rate": (now_done - first) / (now - started - paused),
+                    "database_bytes": bench.size(),
+                    "load": load(),
+                    "autovacuum": bench.autovacuum().get("instances", {}),
+                }
+                bench.results["ingest"].append(line)
+                say(
+                    f"ingest {now_done:>11,} instances: {line['interval_rate']:7,.0f}/s now,"
+                    f" {line['overall_rate']:7,.0f}/s overall, {line['database_bytes'] / 2**30:6.2f} GiB,"
+                    f" load {line['load']}, autovacuum(instances) {line['autovacuum']}"
+                )
+                last_done, last = now_done, time.perf_counter()
+            if at_mark:
+                mark_started = time.perf_counter()
+                go.clear()
+                while not all(idle[k] or not w.is_alive() for k, w in enumerate(writers)):
+                    time.sleep(0.2)
+                bench.checkpoint(first + done.value, probes)
+                marks.pop(0)
+                go.set()
+                paused += time.perf_counter() - mark_started
+                last = time.perf_counter()
+                last_done = first + done.value
+            if not alive and not marks:
+                break
+    total = first + done.value
+    bench.results["instances"] = total
+    bench.results["ingest_seconds"] = seconds = time.perf_counter() - started - paused
+    bench.results["load_end"] = load()
+    bench.save()
+    say(
+        f"\n{total:,} instances, {seconds:,.0f} s of ingest: {(total - first) / seconds:,.0f} instances/s; load {load()}"
+    )
+    return bench.results
 
 
 @contextlib.contextmanager
