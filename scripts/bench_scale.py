@@ -21,7 +21,7 @@ to ``--out`` as JSON:
 
     python scripts/bench_scale.py [--instances 10000000] [--backend postgresql|sqlite]
         [--postgres URL] [--sqlite-dir DIR] [--idc PATH] [--every N] [--runs 40]
-        [--writers 2] [--out FILE.json]
+        [--writers 2] [--out FILE.json] [--measure URL]
 
 ``scale_decide.py`` runs the schema experiments (partitioning, index costs,
 TOAST compression) on copies of such an index, while it grows or after.
@@ -58,6 +58,7 @@ from metastore.ingest.write import write_study  # noqa: E402
 from metastore.progress import Progress  # noqa: E402
 from metastore.search import search_series, search_studies  # noqa: E402
 from metastore.service.metadata import series_metadata  # noqa: E402
+from metastore.sources import StudyMetadata  # noqa: E402
 
 log = logging.getLogger("bench_scale")
 BASE = "http://bench.example/dicomweb"
@@ -476,6 +477,29 @@ def _drive(
     return bench.results
 
 
+def measure(url: str, args: argparse.Namespace) -> None:
+    """One checkpoint of an index a run built (``--measure URL``: writers may be paused meanwhile)."""
+    with MetaStore(url) as store:
+        bench = Bench(store, args, url.removeprefix("sqlite:///"))
+        probes = []
+        for patient in ("PROBE1", "PROBE2"):
+            rows = bench.rows(
+                "SELECT st.study_uid, se.series_uid, se.num_instances FROM studies st"
+                f" JOIN series se ON se.study_id = st.id WHERE st.patient_id = '{patient}'"
+                " ORDER BY se.series_number"
+            )
+            probes.append(
+                StudyShape(
+                    metadata=StudyMetadata(study={}, summaries=[], series=[]),
+                    row={"StudyInstanceUID": rows[0][0]},
+                    instances=sum(r[2] for r in rows),
+                    series=[(r[1], r[2]) for r in rows],
+                )
+            )
+        count = int(bench.scalar("SELECT sum(num_instances) FROM studies"))
+        bench.checkpoint(count, probes)
+
+
 @contextlib.contextmanager
 def database(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
     if args.backend == "postgresql":
@@ -509,6 +533,9 @@ def main() -> None:
     parser.add_argument(
         "--writers", type=int, default=2, help="writer processes (studies dealt round robin)"
     )
+    parser.add_argument(
+        "--measure", default=None, help="no run: one checkpoint of the index at this URL"
+    )
     parser.add_argument("--runs", type=int, default=40, help="timed calls per latency figure")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     args = parser.parse_args()
@@ -524,6 +551,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if args.measure:
+        measure(args.measure, args)
+        return
     with database(args) as (url, path):
         run(url, args, path)
 
