@@ -204,7 +204,9 @@ instances = Table(
     UniqueConstraint("series_id", "sop_uid"),
     Index(None, "sop_uid"),
     Index(None, "image_id"),
-    Index(None, "url"),
+    # Equality look-ups only (get_instance_by_image_id): PostgreSQL keeps a
+    # 4-byte hash per row, not the ~200-character URL (revision 0008).
+    Index(None, "url", postgresql_using="hash"),
 )
 
 outbox = Table(
