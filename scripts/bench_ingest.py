@@ -1,6 +1,6 @@
 """Benchmark: ingest a generated DICOM JSON launch file, beside the floor for the same file.
 
-    python scripts/bench_ingest.py [--instances 100000 | --large] [--real-shape [--seed N]]
+    python scripts/bench_ingest.py [--instances 100000 | --large] [--real-shape [--seed N] [--idc PATH]]
         [--sqlite] [--postgres URL]
 
 Generates a launch file of realistic CT instances (metadata as OHIF's
@@ -165,27 +165,23 @@ _BY_MODALITY: dict[str, dict[str, Any]] = {
 }
 
 
-def real_shapes(instances: int, seed: int) -> list[list[tuple[str, str, int]]]:
+def real_shapes(index: Path, instances: int, seed: int) -> list[list[tuple[str, str, int]]]:
     """Whole studies of the NCI Imaging Data Commons, drawn at random, until ``instances``.
 
     Each study is its real series as (Modality, SOPClassUID, instanceCount)
-    from PyPI ``idc-index-data``'s index of every IDC series (the ``bench``
-    extra); the last study is cut to end at ``instances``.
+    from the IDC series index ``index``: PyPI ``idc-index-data``'s parquet
+    (the ``bench`` extra) or a CSV excerpt with its columns, read as
+    ``bench_scale`` reads it; the last study is cut to end at ``instances``.
     """
     import random
 
-    import idc_index_data
-    import pyarrow.parquet as pq
+    from scale_data import read_series
 
-    table = pq.read_table(
-        idc_index_data.IDC_INDEX_PARQUET_FILEPATH,
-        columns=["StudyInstanceUID", "Modality", "SOPClassUID", "instanceCount"],
-    )
     by_study: dict[str, list[tuple[str, str, int]]] = {}
-    for study, modality, sop_class, count in zip(
-        *(c.to_pylist() for c in table.columns), strict=True
-    ):
-        by_study.setdefault(study, []).append((modality or "OT", sop_class or "", int(count)))
+    for row in read_series(index):
+        by_study.setdefault(row["StudyInstanceUID"], []).append(
+            (row["Modality"] or "OT", row["SOPClassUID"] or "", int(row["instanceCount"]))
+        )
     uids = sorted(by_study)
     random.Random(seed).shuffle(uids)
     chosen: list[list[tuple[str, str, int]]] = []
@@ -433,10 +429,10 @@ def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "_ingest":
         _child(sys.argv[2], sys.argv[3])
         return
-    if len(sys.argv) == 5 and sys.argv[1] == "_real":
+    if len(sys.argv) == 6 and sys.argv[1] == "_real":
         # In a child: the IDC index (~1M rows) stays out of the parent's memory,
         # which the ingest children's peak RSS would count.
-        studies = real_shapes(int(sys.argv[3]), int(sys.argv[4]))
+        studies = real_shapes(Path(sys.argv[5]), int(sys.argv[3]), int(sys.argv[4]))
         generate_real(Path(sys.argv[2]), studies)
         sizes = sorted(n for study in studies for _m, _c, n in study)
         print(
@@ -456,6 +452,12 @@ def main() -> None:
         "(PyPI idc-index-data; pip install metastore[bench])",
     )
     parser.add_argument("--seed", type=int, default=14, help="the draw of --real-shape")
+    parser.add_argument(
+        "--idc",
+        metavar="PATH",
+        help="the IDC series index for --real-shape: parquet or a CSV excerpt of its "
+        "columns (default: idc-index-data's)",
+    )
     parser.add_argument("--sqlite", action="store_true", help="benchmark SQLite (default: both)")
     parser.add_argument(
         "--postgres",
@@ -474,7 +476,13 @@ def main() -> None:
         path = work / f"bench-{count}.json"
         started = time.perf_counter()
         if args.real_shape:
-            command = [sys.executable, __file__, "_real", str(path), str(count), str(args.seed)]
+            if args.idc:
+                index = args.idc
+            else:
+                from scale_data import idc_index_path
+
+                index = str(idc_index_path())
+            command = [sys.executable, __file__, "_real", str(path), str(count), str(args.seed), index]
             shape = subprocess.run(
                 command, check=True, capture_output=True, text=True
             ).stdout.rstrip("\n")
