@@ -205,7 +205,7 @@ instances = Table(
     Index(None, "sop_uid"),
     Index(None, "image_id"),
     # Equality look-ups only (get_instance_by_image_id): PostgreSQL keeps a
-    # 4-byte hash per row, not the ~200-character URL (revision 0008).
+    # 4-byte hash per row, not the ~200-character URL (revision 0009).
     Index(None, "url", postgresql_using="hash"),
 )
 
