@@ -93,6 +93,12 @@ def _bad(vr: str, index: int, value: Any, what: str) -> PathError:
     return PathError(f"a {vr} value must be {what}, not {shown}", f"Value[{index}]")
 
 
+def _without_nul(value: str, quirks: Quirks) -> str:
+    """A string with its NUL characters removed (padding, or bytes where text is due)."""
+    quirks.add(Quirk.NUL_CHARACTER)
+    return value.replace("\x00", "")
+
+
 def _texts(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[Any]:
     """AE AS CS DA DT LO LT SH ST TM UC UI UR UT, and DS/IS (strings or numbers)."""
     numeric = vr == "DS" or vr == "IS"
@@ -112,6 +118,8 @@ def _texts(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[Any]
                 raise _bad(vr, index, value, "a string")
             quirks.add(Quirk.STRING_AS_NUMBER)
             value = str(value)
+        if "\x00" in value and vr != "UI":  # a UI's NUL padding is stripped below
+            value = _without_nul(value, quirks)
         if not value:
             quirks.add(Quirk.EMPTY_STRING)
             out.append(None)
@@ -243,6 +251,8 @@ def _pns(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[Any]:
         if value is None:
             out.append(None)
         elif type(value) is str or isinstance(value, str):
+            if "\x00" in value:
+                value = _without_nul(value, quirks)
             if not value:
                 quirks.add(Quirk.EMPTY_STRING)
                 out.append(None)
@@ -269,6 +279,8 @@ def _pns(values: list[Any], vr: str, multi: bool, quirks: Quirks) -> list[Any]:
                     raise PathError(
                         "a name component group must be a string", f"Value[{index}].{group}"
                     )
+                if "\x00" in text:
+                    text = _without_nul(text, quirks)
                 name[group] = text
             if fixed:
                 quirks.add(Quirk.PN_GROUP)
@@ -293,14 +305,14 @@ READERS: Final[dict[str, _Reader]] = {
 
 
 def _plain_text(v: Any) -> bool:
-    return type(v) is str and v != "" and "\\" not in v
+    return type(v) is str and v != "" and "\\" not in v and "\x00" not in v
 
 
 def _plain_pn(v: Any) -> bool:
     return (
         type(v) is dict
         and v.keys() <= _PN_GROUP_SET
-        and all(type(text) is str for text in v.values())
+        and all(type(text) is str and "\x00" not in text for text in v.values())
     )
 
 
@@ -309,7 +321,7 @@ def _plain_pn(v: Any) -> bool:
 ONE: Final[dict[str, Callable[[Any], bool]]] = {
     **dict.fromkeys(_TEXT_VRS, _plain_text),
     "DA": lambda v: type(v) is str and len(v) == 8 and v.isdigit(),
-    "TM": lambda v: type(v) is str and v != "" and "\\" not in v and ":" not in v,
+    "TM": lambda v: _plain_text(v) and ":" not in v,
     "UI": lambda v: type(v) is str and v != "" and v[-1] not in " \x00" and "\\" not in v,
     **dict.fromkeys(_INT_VRS, lambda v: type(v) is int),
     **dict.fromkeys(

@@ -82,6 +82,8 @@ class Quirk(StrEnum):
     """A time as ``HH:MM:SS``: kept; key columns get ``HHMMSS``."""
     UID_PADDING = "UID padding"
     """A UID with trailing spaces or NULs (binary padding, PS3.5 9.1): stripped."""
+    NUL_CHARACTER = "NUL in a string"
+    """U+0000 inside a string value (binary padding or stray bytes; PostgreSQL keeps none): removed."""
     EXTRA_MEMBER = "extra attribute member"
     """A member other than vr, Value, InlineBinary, BulkDataURI in an attribute: dropped."""
     CONFLICTING_MEMBERS = "several value members"

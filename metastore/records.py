@@ -226,9 +226,41 @@ def encode(document: Mapping[str, Any], where: Where) -> bytes:
     text) tells an unchanged row from a changed one on re-ingest.
     """
     try:
-        return orjson.dumps(document, default=_default, option=orjson.OPT_SORT_KEYS)
+        blob = orjson.dumps(document, default=_default, option=orjson.OPT_SORT_KEYS)
     except (orjson.JSONEncodeError, TypeError) as err:
         raise where.error(f"metadata is not JSON-serializable: {err}", "metadata") from err
+    return without_nul(blob, document, where)
+
+
+def without_nul(blob: bytes, document: Mapping[str, Any], where: Where) -> bytes:
+    """``blob`` (the encoded ``document``) if no string in it holds U+0000; else the error.
+
+    PostgreSQL can keep no NUL character in text or JSONB, so a document with
+    one is refused on every engine, naming where it is (the DICOM JSON reader
+    already removes NULs from archive data, counting them as a quirk). The
+    check is one byte search; the walk runs only when that search finds one.
+    """
+    if b"\\u0000" in blob:
+        path = _nul_path(document, "metadata")
+        if path is not None:
+            raise where.error("a string holds a NUL character (U+0000), which no engine keeps", path)
+    return blob
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _nul_path(key, f"{path}.{key!r}") or _nul_path(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _without(meta: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -357,6 +389,10 @@ def instance_values(meta: Mapping[str, Any], item: int | None = None) -> tuple[A
     except (orjson.JSONEncodeError, TypeError):
         where = Where(item=item, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
         blob = encode(document, where)  # number subclasses, or the error naming the instance
+    else:
+        if b"\\u0000" in blob:
+            where = Where(item=item, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
+            blob = without_nul(blob, document, where)
     return (
         study_uid,
         series_uid,

@@ -363,6 +363,23 @@ def uid_padding(ds: dict[str, Any], key: str, rng: random.Random) -> bool:
     return True
 
 
+_NUL_VRS = frozenset({"AE", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UT"})
+
+
+def nul_character(ds: dict[str, Any], key: str, rng: random.Random) -> bool:
+    """A NUL where bytes leaked into text: as padding or inside the value."""
+    element = ds[key]
+    values = _values(element)
+    if element["vr"] not in _NUL_VRS or not values or not all(isinstance(v, str) for v in values):
+        return False
+    mutated = []
+    for value in values:
+        at = rng.randint(0, len(value))
+        mutated.append(value[:at] + "\x00" + value[at:])
+    element["Value"] = mutated
+    return True
+
+
 def extra_member(ds: dict[str, Any], key: str, rng: random.Random) -> bool:
     ds[key]["keyword"] = "written by a helpful converter"
     return True
@@ -404,6 +421,7 @@ MUTATORS: dict[Quirk, Mutator] = {
     Quirk.PN_GROUP: pn_group,
     Quirk.BACKSLASH_JOINED: backslash_joined,
     Quirk.UID_PADDING: uid_padding,
+    Quirk.NUL_CHARACTER: nul_character,
     Quirk.EXTRA_MEMBER: extra_member,
     Quirk.CONFLICTING_MEMBERS: conflicting_members,
 }

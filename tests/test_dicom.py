@@ -821,6 +821,31 @@ QUIRK_CASES: list[QuirkCase] = [
         {Quirk.DATE_FORM: 1, Quirk.TIME_FORM: 1},
     ),
     (
+        "NUL characters in strings are removed (PostgreSQL keeps none), UID padding stripped",
+        {
+            "0008103E": {"vr": "LO", "Value": ["SliceTh-0.8_SliceInc-\x00_ReconFilter-C"]},
+            "00081030": {"vr": "LO", "Value": ["HEAD\x00\x00"]},
+            "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane\x00"}]},
+            "00081070": {"vr": "PN", "Value": ["Roe^Ann\x00"]},
+            "0020000E": {"vr": "UI", "Value": ["1.2.4\x00"]},
+        },
+        {
+            "SeriesDescription": "SliceTh-0.8_SliceInc-_ReconFilter-C",
+            "StudyDescription": "HEAD",
+            "PatientName": [{"Alphabetic": "Doe^Jane"}],
+            "OperatorsName": [{"Alphabetic": "Roe^Ann"}],
+            "SeriesInstanceUID": "1.2.4",
+        },
+        {
+            "0008103E": {"vr": "LO", "Value": ["SliceTh-0.8_SliceInc-_ReconFilter-C"]},
+            "00081030": {"vr": "LO", "Value": ["HEAD"]},
+            "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]},
+            "00081070": {"vr": "PN", "Value": [{"Alphabetic": "Roe^Ann"}]},
+            "0020000E": {"vr": "UI", "Value": ["1.2.4"]},
+        },
+        {Quirk.NUL_CHARACTER: 4, Quirk.PN_STRING: 1, Quirk.UID_PADDING: 1},
+    ),
+    (
         "padded UIDs, extra members, several value members",
         {
             "0020000D": {"vr": "UI", "Value": ["1.2.3\x00"], "keyword": "StudyInstanceUID"},
@@ -985,7 +1010,8 @@ _BINARY = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 _BULK = _BINARY | {"DS", "FL", "FD", "IS", "LT", "SL", "SS", "ST", "SV", "UC", "UL", "UR", "US"}
 _BULK |= {"UT", "UV"}
 
-_text = st.text(min_size=1, max_size=12).filter(lambda t: "\\" not in t)
+# No backslash (the value separator) and no NUL (no DICOM text repertoire has it).
+_text = st.text(min_size=1, max_size=12).filter(lambda t: "\\" not in t and "\x00" not in t)
 _int = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 # JSON (RFC 8259) has no infinities or NaN, so neither has the DICOM JSON model.
 _float = st.floats(allow_nan=False, allow_infinity=False)
@@ -1018,7 +1044,7 @@ def _item(vr: str) -> st.SearchStrategy[Any]:
     if vr == "UI":
         return _text.filter(lambda t: t[-1] not in " \x00")
     if vr in {"LT", "ST", "UT", "UR"}:
-        return st.text(min_size=1, max_size=12)  # a backslash is text here
+        return st.text(min_size=1, max_size=12).filter(lambda t: "\x00" not in t)  # a backslash is text here
     return _text
 
 

@@ -72,7 +72,7 @@ def test_integer_key_column_refuses_what_is_no_integer(value: Any) -> None:
 
 def test_study_and_series_rows_normalize_dates_and_times_but_keep_the_metadata() -> None:
     meta = {
-        "StudyInstanceUID": "1.2\x00",
+        "StudyInstanceUID": "1.2 ",
         "SeriesInstanceUID": "1.2.3 ",
         "StudyDate": "1997.04.24",
         "StudyTime": "10:20:30",

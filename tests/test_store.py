@@ -282,6 +282,28 @@ def test_source_created_on_first_use_as_client(store: MetaStore) -> None:
 BAD_UIDS: list[Any] = ["", "1" * 65, "1.2 3", "1.2\\3", "1.2\n3", "1.2\x003", None, 123]
 
 
+def test_nul_in_a_string_is_refused_naming_where_and_nothing_stored(store: MetaStore) -> None:
+    """PostgreSQL keeps no U+0000 in text or JSONB: refused on every engine, by path."""
+    good = instances(count=2)
+    broken = instance_meta(number=3)
+    broken["ImageComments"] = ["fine", "stray\x00byte"]
+    with pytest.raises(InvalidMetadata) as caught:
+        store.add_instances([*good, broken])
+    assert caught.value.field == "metadata.ImageComments[1]"
+    assert caught.value.sop_uid == broken["SOPInstanceUID"]
+    assert "NUL" in str(caught.value)
+    assert count(store, instances_table) == 0
+    assert store.changes() == []
+    # A backslash followed by "u0000" is text, not a NUL: kept.
+    fine = instance_meta(number=4)
+    fine["ImageComments"] = "C:\\u0000 is a path"
+    store.add_instances([fine])
+    kept = store.get_instance(
+        fine["StudyInstanceUID"], fine["SeriesInstanceUID"], fine["SOPInstanceUID"]
+    )
+    assert kept is not None and kept["ImageComments"] == "C:\\u0000 is a path"
+
+
 @pytest.mark.parametrize("bad", BAD_UIDS, ids=repr)
 def test_malformed_sop_uid_is_refused_and_nothing_stored(store: MetaStore, bad: Any) -> None:
     good = instances(count=2)
