@@ -2,20 +2,22 @@
 
 Everything that differs between SQLite and PostgreSQL at the connection
 level lives here: the URL rules, SQLite's pragmas and write locking, the
-upsert statement, the translation of SQLAlchemy's exceptions into
-``metastore.errors``, the transaction helpers every public operation opens
+upsert statement's constructor (the write path's own statements, run on
+the driver connection, are in ``metastore.statements``), the translation
+of SQLAlchemy's and the drivers' exceptions into ``metastore.errors``, the transaction helpers every public operation opens
 (``reading``, ``writing``), the database clock leases are measured in
 (``now``, ``later``) and lease owner ids.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
+import sqlite3
+import sys
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -152,6 +154,12 @@ def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
         cursor = dbapi_connection.cursor()
         if not read_only:  # setting the journal mode writes the file
             cursor.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL syncs at checkpoints, not at every commit: a commit
+            # survives the application crashing (or being killed) at any moment, and
+            # the database stays consistent on a power loss, which may undo the last
+            # commits before the latest checkpoint (then re-run the ingests, see
+            # README "Checking, backup and restore"). FULL costs an fsync per commit.
+            cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
@@ -164,12 +172,30 @@ def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
 
 @contextmanager
 def translate_errors(what: str) -> Iterator[None]:
-    """Turn SQLAlchemy's exceptions into ``DatabaseError`` naming the operation."""
+    """Turn SQLAlchemy's exceptions, and the drivers' own (the write path's statements run on
+    the driver connection, see ``metastore.statements``), into ``DatabaseError`` naming the
+    operation."""
     try:
         yield
     except exc.SQLAlchemyError as err:
         detail = getattr(err, "orig", None) or err
         raise DatabaseError(f"{what} failed: {str(detail).strip().splitlines()[0]}") from err
+    except Exception as err:
+        if not _is_driver_error(err):
+            raise
+        raise DatabaseError(f"{what} failed: {_first_line(err)}") from err
+
+
+def _is_driver_error(err: Exception) -> bool:
+    if isinstance(err, sqlite3.Error):
+        return True
+    psycopg = sys.modules.get("psycopg")  # loaded with any PostgreSQL engine, only then
+    return psycopg is not None and isinstance(err, psycopg.Error)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 @contextmanager
@@ -263,116 +289,6 @@ def upsert(connection: Connection, table: sa.Table) -> Any:
     if connection.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
-
-
-# Rows per multi-row statement: under SQLite's 32,766 and PostgreSQL's
-# 65,535 bind parameters for tables of up to 32 columns.
-UPSERT_CHUNK = 1000
-
-
-def upsert_many(
-    connection: Connection,
-    table: sa.Table,
-    rows: Sequence[Sequence[Any]],
-    *,
-    columns: Sequence[str],
-    conflict: Sequence[str],
-    returning: Sequence[str],
-    touch: Mapping[str, str] | None = None,
-    update: bool = True,
-) -> list[Any]:
-    """Multi-row upsert that writes only what changed; returns the written rows.
-
-    ``INSERT INTO t (columns) VALUES (...), (...) ON CONFLICT (conflict) DO
-    UPDATE SET <the other columns> = excluded.<column>, <touch> WHERE <any
-    of them differs> RETURNING <returning>``: a row whose content is
-    unchanged is neither written nor returned. Both SQLite (>= 3.35) and
-    PostgreSQL spell it so; only the placeholder, the JSONB cast and the
-    null-safe inequality differ. The SQL is built once per shape and the
-    rows go straight to the driver: this is the hot path of every ingest.
-    With ``update=False`` an existing row is left alone (``DO NOTHING``).
-    """
-    written: list[Any] = []
-    for start in range(0, len(rows), UPSERT_CHUNK):
-        chunk = rows[start : start + UPSERT_CHUNK]
-        sql = _upsert_sql(
-            connection.dialect,
-            table,
-            tuple(columns),
-            tuple(conflict),
-            tuple(returning),
-            tuple(sorted((touch or {}).items())),
-            update,
-            len(chunk),
-        )
-        flat = [value for row in chunk for value in row]
-        written.extend(connection.exec_driver_sql(sql, tuple(flat)).fetchall())
-    return written
-
-
-def insert_many(
-    connection: Connection,
-    table: sa.Table,
-    rows: Sequence[Sequence[Any]],
-    *,
-    columns: Sequence[str],
-) -> None:
-    """Plain bulk insert of rows known to be new, in the caller's transaction.
-
-    PostgreSQL: ``COPY ... FROM STDIN`` on the connection's own psycopg
-    connection (same transaction), the fastest way in. SQLite: one
-    ``executemany`` of a prepared ``INSERT``. A conflict here is a bug in the
-    caller and fails the transaction.
-    """
-    if not rows:
-        return
-    quote = connection.dialect.identifier_preparer.quote
-    names = ", ".join(quote(name) for name in columns)
-    if connection.dialect.name == "postgresql":
-        driver = connection.connection.driver_connection
-        statement = f"COPY {quote(table.name)} ({names}) FROM STDIN"
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
-            for row in rows:
-                copy.write_row(row)
-        return
-    slots = ", ".join("?" * len(columns))
-    connection.exec_driver_sql(
-        f"INSERT INTO {quote(table.name)} ({names}) VALUES ({slots})", list(rows)
-    )
-
-
-@functools.lru_cache(maxsize=512)
-def _upsert_sql(
-    dialect: sa.Dialect,
-    table: sa.Table,
-    columns: tuple[str, ...],
-    conflict: tuple[str, ...],
-    returning: tuple[str, ...],
-    touch: tuple[tuple[str, str], ...],
-    update: bool,
-    count: int,
-) -> str:
-    quote = dialect.identifier_preparer.quote
-    sqlite_ = dialect.name == "sqlite"
-    placeholder = "?" if sqlite_ else "%s"
-    differs = "IS NOT" if sqlite_ else "IS DISTINCT FROM"
-    slots = []
-    for name in columns:
-        is_json = isinstance(table.c[name].type, sa.JSON)
-        slots.append(f"{placeholder}::jsonb" if is_json and not sqlite_ else placeholder)
-    group = "(" + ", ".join(slots) + ")"
-    target = quote(table.name)
-    updated = [name for name in columns if name not in conflict]
-    assignments = [f"{quote(n)} = excluded.{quote(n)}" for n in updated]
-    assignments += [f"{quote(n)} = {expression}" for n, expression in touch]
-    condition = " OR ".join(f"{target}.{quote(n)} {differs} excluded.{quote(n)}" for n in updated)
-    action = f"DO UPDATE SET {', '.join(assignments)} WHERE {condition}" if update else "DO NOTHING"
-    return (
-        f"INSERT INTO {target} ({', '.join(quote(n) for n in columns)}) "
-        f"VALUES {', '.join([group] * count)} "
-        f"ON CONFLICT ({', '.join(quote(n) for n in conflict)}) {action} "
-        f"RETURNING {', '.join(quote(n) for n in returning)}"
-    )
 
 
 # -- migrations -------------------------------------------------------------

@@ -383,7 +383,9 @@ def _naturalize(dataset: Mapping[Any, Any], quirks: Quirks) -> dict[str, Any]:
 # -- denaturalize ---------------------------------------------------------------------
 
 
-def denaturalize(dataset: Mapping[str, Any]) -> dict[str, Any]:
+def denaturalize(
+    dataset: Mapping[str, Any], shared: dict[Any, tuple[str, dict[str, Any]]] | None = None
+) -> dict[str, Any]:
     """Turn a naturalized data set into the standard DICOM JSON model (PS3.18 F.2).
 
     The inverse of :func:`naturalize`, also for metadata built by hand or
@@ -395,16 +397,25 @@ def denaturalize(dataset: Mapping[str, Any]) -> dict[str, Any]:
     the JSON path when a key is neither a keyword nor a tag, two keys name the
     same tag, a sequence item is not an object, a value does not fit its VR,
     or a bookkeeping key is malformed.
+
+    ``shared``, a dict kept across calls (say, over the instances of one
+    series, which repeat most of their values), takes the attribute objects
+    of single plain values (strings, integers, floats but zero) from earlier
+    calls: the same answer, several times faster, but those objects are then
+    shared between the data sets returned, so use it only for answers that
+    are read, not changed (encoded, say).
     """
     if not isinstance(dataset, Mapping):
         raise InvalidMetadata("a naturalized data set must be an object", path="$")
     try:
-        return _denaturalize(dataset)
+        return _denaturalize(dataset, shared)
     except PathError as exc:
         raise InvalidMetadata(exc.message, path=exc.path) from None
 
 
-def _denaturalize(dataset: Mapping[Any, Any]) -> dict[str, Any]:
+def _denaturalize(
+    dataset: Mapping[Any, Any], shared: dict[Any, tuple[str, dict[str, Any]]] | None = None
+) -> dict[str, Any]:
     """Denaturalize a data set known to be a mapping; errors carry a relative path."""
     vr_map = dataset.get(VR_MAP_KEY)
     if vr_map is not None and not isinstance(vr_map, Mapping):
@@ -416,6 +427,18 @@ def _denaturalize(dataset: Mapping[Any, Any]) -> dict[str, Any]:
     ignored = IGNORED  # what is normalized on the way out is not an ingest's to count
     out: dict[str, Any] = {}
     for name, value in dataset.items():
+        key = None
+        if shared is not None and _shareable(value):
+            # What an attribute becomes depends on its name, value, the
+            # value's type (1 and 1.0 are equal keys) and its _vrMap entry
+            # (absent and null differ).
+            vr_entry = vr_map.get(name, _NO_ENTRY) if vr_map else _NO_ENTRY
+            if vr_entry is None or type(vr_entry) is str or vr_entry is _NO_ENTRY:
+                key = (name, value, type(value), vr_entry)
+                known = shared.get(key)
+                if known is not None and known[0] not in out:
+                    out[known[0]] = known[1]
+                    continue
         info = _BY_KEYWORD.get(name)
         if info is None:
             if name in RESERVED_KEYS:
@@ -443,6 +466,8 @@ def _denaturalize(dataset: Mapping[Any, Any]) -> dict[str, Any]:
                         continue
                 elif vr != "PN" and check(value):
                     out[tag] = {"vr": vr, "Value": [value]}
+                    if key is not None:
+                        shared[key] = (tag, out[tag])  # type: ignore[index]
                     continue
             elif vr in BINARY_VRS and type(value) is dict and len(value) == 1:
                 data = value.get("InlineBinary", value.get("BulkDataURI"))
@@ -480,7 +505,7 @@ def _denaturalize(dataset: Mapping[Any, Any]) -> dict[str, Any]:
             items = []
             for index, item in enumerate(payload):
                 try:
-                    items.append(_denaturalize(item))
+                    items.append(_denaturalize(item, shared))
                 except PathError as exc:
                     exc.path = f"{name}[{index}].{exc.path}"
                     raise
@@ -492,7 +517,18 @@ def _denaturalize(dataset: Mapping[Any, Any]) -> dict[str, Any]:
         if tag in out:
             raise PathError("two keys name the same tag", str(name))
         out[tag] = standard
+        if key is not None:
+            shared[key] = (tag, standard)  # type: ignore[index]
     return out
+
+
+_NO_ENTRY: Final = object()
+
+
+def _shareable(value: Any) -> bool:
+    # Not 0.0: -0.0 is an equal key but is written differently.
+    kind = type(value)
+    return kind is str or kind is int or (kind is float and value != 0)
 
 
 def _natural_path(path: str) -> str:

@@ -45,9 +45,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from metastore import statements
 from metastore.errors import ConfigurationError
 from metastore.schema import outbox
 
@@ -181,16 +183,65 @@ def write_events(connection: Connection, rows: list[dict[str, Any]]) -> list[Eve
     the outbox lock, which every other event writer waits for until this
     transaction ends (see the module docstring), and queues a ``NOTIFY``
     that wakes consumers when it commits. Each row records its transaction
-    id, for diagnosis.
+    id, for diagnosis. The events come back in sequence order.
     """
+    return send_events(connection, rows)()
+
+
+def send_events(connection: Connection, rows: list[dict[str, Any]]) -> Callable[[], list[Event]]:
+    """``write_events``' statements, sent (``statements.send``: inside a pipeline they go
+    with the others); returns what reads the events once they have run."""
     if not rows:
-        return []
-    statement = sa.insert(outbox)
+        return list
+    cursors = []
     if connection.dialect.name == "postgresql":
         _take_outbox_lock_and_notify(connection)
-        statement = statement.values(txid=sa.text("pg_current_xact_id()::text::bigint"))
-    result = connection.execute(statement.returning(*_COLUMNS, sort_by_parameter_order=True), rows)
-    return [Event.from_row(row) for row in result.mappings()]
+        columns = [[row[name] for row in rows] for name in _WRITTEN]
+        columns[-1] = [orjson.dumps(payload).decode() for payload in columns[-1]]
+        cursors.append(statements.send(connection, _INSERT_POSTGRES, columns))
+    else:
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            values = [
+                orjson.dumps(row[name]).decode() if name == "payload" else row[name]
+                for row in chunk
+                for name in _WRITTEN
+            ]
+            slots = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+            cursors.append(statements.send(connection, _INSERT_SQLITE.format(slots=slots), values))
+
+    def read() -> list[Event]:
+        found = [row for cursor in cursors for row in cursor.fetchall()]
+        return [_event(row) for row in sorted(found)]
+
+    return read
+
+
+_WRITTEN = ("event_type", "study_uid", "series_uid", "source", "payload")
+_CHUNK = 1000  # rows per statement on SQLite (5 parameters each)
+_RETURNED = ("seq", "event_type", "study_uid", "series_uid", "source", "payload", "created_at")
+_RETURNING = f"RETURNING {', '.join(_RETURNED)}"
+# One array per column, in order (WITH ORDINALITY ... ORDER BY: sequence numbers follow it).
+_INSERT_POSTGRES = (
+    "INSERT INTO outbox (event_type, study_uid, series_uid, source, payload, txid) "
+    "SELECT e, s, se, so, p::jsonb, pg_current_xact_id()::text::bigint "
+    "FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) "
+    "WITH ORDINALITY AS u(e, s, se, so, p, n) ORDER BY n " + _RETURNING
+)
+_INSERT_SQLITE = (
+    "INSERT INTO outbox (event_type, study_uid, series_uid, source, payload) VALUES {slots} "
+    + _RETURNING
+)
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    """An event from the driver's row (SQLite gives JSON and times as text)."""
+    found = dict(zip(_RETURNED, row, strict=True))
+    if isinstance(found["payload"], str):
+        found["payload"] = orjson.loads(found["payload"])
+    if isinstance(found["created_at"], str):
+        found["created_at"] = datetime.fromisoformat(found["created_at"])
+    return Event.from_row(found)
 
 
 def _take_outbox_lock_and_notify(connection: Connection) -> None:
@@ -201,9 +252,10 @@ def _take_outbox_lock_and_notify(connection: Connection) -> None:
     rollback, and PostgreSQL folds a transaction's identical notifications
     into one.
     """
-    connection.execute(
-        sa.text("SELECT pg_advisory_xact_lock(:key), pg_notify(:channel, '')"),
-        {"key": _OUTBOX_LOCK_KEY, "channel": NOTIFY_CHANNEL},
+    statements.run(
+        connection,
+        "SELECT pg_advisory_xact_lock(%s), pg_notify(%s, '')",
+        (_OUTBOX_LOCK_KEY, NOTIFY_CHANNEL),
     )
 
 

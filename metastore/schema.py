@@ -18,6 +18,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Computed,
     DateTime,
     ForeignKey,
     Index,
@@ -191,13 +192,20 @@ instances = Table(
     # in an upsert's RETURNING on both dialects.
     Column("version", Integer, nullable=False, server_default="1"),
     Column("metadata", Document, nullable=False),
+    # The metadata as JSON text, for reads (revision 0008): PostgreSQL keeps
+    # it (a stored generated column, filled by the server on every write),
+    # since rendering JSONB back into text on each read is most of a large
+    # study's read time. On SQLite the revision makes it virtual (computed on
+    # read, no storage: its metadata is that text already; SQLite cannot add
+    # a stored column to a table anyway).
+    Column("metadata_text", Text, Computed("CAST(metadata AS TEXT)", persisted=True)),
     _created(),
     _updated(),
     UniqueConstraint("series_id", "sop_uid"),
     Index(None, "sop_uid"),
     Index(None, "image_id"),
     # Equality look-ups only (get_instance_by_image_id): PostgreSQL keeps a
-    # 4-byte hash per row, not the ~200-character URL (revision 0008).
+    # 4-byte hash per row, not the ~200-character URL (revision 0009).
     Index(None, "url", postgresql_using="hash"),
 )
 

@@ -9,22 +9,23 @@ reads are a fixed number of queries whatever the size of the study.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from metastore import db, records, writer
-from metastore.errors import InvalidMetadata, StoreClosed
-from metastore.imageids import strip_frame
+from metastore import db, reads, records, writer
+from metastore.batch import WriteBatch, group_instances
+from metastore.errors import InvalidMetadata, MetastoreError, StoreClosed
 from metastore.names import check_name
 from metastore.outbox import Event, EventType, event_row, read_changes, write_events
 from metastore.records import Where
-from metastore.schema import instances, series, sources, studies
+from metastore.schema import series, sources, studies
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class MetaStore:
         self._engine: Engine | None = db.create_engine(self.url, read_only=read_only)
         self._listeners: dict[EventType, list[Listener]] = defaultdict(list)
         self._source_ids: dict[str, int] = {}
+        self._local = threading.local()  # the open batch of each thread
         if migrate:
             try:
                 db.ensure_schema(self._engine, create=not read_only)
@@ -117,6 +119,9 @@ class MetaStore:
         return f"<MetaStore {db.redact(self.url)} {state}>"
 
     def _writing(self, what: str) -> AbstractContextManager[Connection]:
+        if getattr(self._local, "batch", None) is not None:
+            # It would wait for the batch's own locks (SQLite: its write lock) forever.
+            raise MetastoreError(f"{what}: not inside MetaStore.batch(); do it before or after")
         return db.writing(self.engine, what)
 
     def reading(self, what: str) -> AbstractContextManager[Connection]:
@@ -202,11 +207,10 @@ class MetaStore:
             rows[row["study_uid"]] = row
         if not rows:
             return WriteResult()
-        with self._writing("adding studies") as connection:
-            self._source_id(connection, source)
-            existing = writer.lock_studies(connection, rows)
-            written = writer.upsert_studies(connection, [rows[uid] for uid in sorted(rows)])
-            self._remember_sources(connection)
+        with self._transaction("adding studies") as batch:
+            self._source_id(batch.connection, source)
+            existing = writer.lock_studies(batch.connection, rows)
+            written = writer.upsert_studies(batch.connection, [rows[uid] for uid in sorted(rows)])
         inserted = sum(1 for uid in written if uid not in existing)
         return WriteResult(
             inserted=inserted, updated=len(written) - inserted, unchanged=len(rows) - len(written)
@@ -235,19 +239,21 @@ class MetaStore:
         if not by_study:
             return WriteResult()
         inserted = updated = unchanged = 0
-        outbox_rows: list[dict[str, Any]] = []
-        with self._writing("adding series metadata") as connection:
+        with self._transaction("adding series metadata") as batch:
+            connection = batch.connection
             source_id = self._source_id(connection, source)
-            states = writer.ensure_studies(connection, first_meta)
+            states = batch.lock_studies(first_meta)
             for study_uid in sorted(by_study):
                 rows = list(by_study[study_uid].values())
-                written, new = writer.upsert_series(connection, states[study_uid], source_id, rows)
-                writer.finish_study(connection, states[study_uid])
+                written, new, known = writer.upsert_series(
+                    connection, states[study_uid], source_id, rows
+                )
+                batch.remember_series(source_id, known)
                 inserted += new
                 updated += len(written) - new
                 unchanged += len(rows) - len(written)
                 if written and not made_in_client:
-                    outbox_rows.append(
+                    batch.outbox.append(
                         event_row(
                             EventType.SERIES_ADDED,
                             study_uid,
@@ -256,11 +262,8 @@ class MetaStore:
                             {"SeriesInstanceUIDs": sorted(written)},
                         )
                     )
-            events = write_events(connection, outbox_rows)
-            self._remember_sources(connection)
-        self._notify(events)
         return WriteResult(
-            inserted=inserted, updated=updated, unchanged=unchanged, events=tuple(events)
+            inserted=inserted, updated=updated, unchanged=unchanged, events=batch.own_events()
         )
 
     def add_instances(
@@ -277,59 +280,60 @@ class MetaStore:
         or when nothing changed. A changed instance is updated in place.
         Studies and series not yet indexed are created from the instances.
         """
-        grouped: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-        first_meta: dict[tuple[str, str], Mapping[str, Any]] = {}
-        for item, meta in enumerate(instance_list):
-            records.check_mapping(meta, "instance", item)
-            row = records.instance_row(meta, Where(item=item))
-            key = (row["study_uid"], row["series_uid"])
-            if key not in grouped:
-                grouped[key] = {}
-                first_meta[key] = meta
-            grouped[key][row["sop_uid"]] = row  # last write wins
+        grouped, first_meta = group_instances(instance_list)
         if not grouped:
             return WriteResult()
-        inserted = updated = unchanged = 0
-        outbox_rows: list[dict[str, Any]] = []
-        touched: list[int] = []
-        with self._writing("adding instances") as connection:
-            source_id = self._source_id(connection, source)
-            states = writer.ensure_studies(
-                connection, {study: first_meta[(study, s)] for study, s in reversed(first_meta)}
+        with self._transaction("adding instances") as batch:
+            source_id = self._source_id(batch.connection, source)
+            inserted, updated, unchanged = batch.add_instances(
+                source_id, source, grouped, first_meta, made_in_client=made_in_client
             )
-            series_ids = writer.ensure_series(connection, source_id, states, first_meta)
-            for key in sorted(grouped):
-                study_uid, series_uid = key
-                by_sop = grouped[key]
-                series_id, empty = series_ids[key]
-                added, changed = writer.write_instances(
-                    connection, series_id, empty, by_sop.values()
-                )
-                states[study_uid].new_instances += added
-                inserted += added
-                updated += changed
-                unchanged += len(by_sop) - added - changed
-                if added or changed:
-                    touched.append(series_id)
-                if (added or changed) and not made_in_client:
-                    outbox_rows.append(
-                        event_row(
-                            EventType.INSTANCES_ADDED,
-                            study_uid,
-                            series_uid,
-                            source,
-                            {"added": added, "updated": changed},
-                        )
-                    )
-            for study_uid in sorted(states):
-                writer.finish_study(connection, states[study_uid])
-            writer.forget_rendered(connection, touched)
-            events = write_events(connection, outbox_rows)
-            self._remember_sources(connection)
-        self._notify(events)
         return WriteResult(
-            inserted=inserted, updated=updated, unchanged=unchanged, events=tuple(events)
+            inserted=inserted, updated=updated, unchanged=unchanged, events=batch.own_events()
         )
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[WriteBatch]:
+        """The open batch of this thread, else a transaction of the call's own."""
+        shared: WriteBatch | None = getattr(self._local, "batch", None)
+        if shared is not None:
+            with db.translate_errors(what):
+                yield shared
+            return
+        with self._writing(what) as connection:
+            batch = WriteBatch(connection=connection)
+            yield batch
+            batch.finish()
+            self._remember_sources(connection)
+        self._notify(batch.events)
+
+    @contextmanager
+    def batch(self, what: str = "writing a batch") -> Iterator[WriteBatch]:
+        """One transaction for every ``add_*`` call made in the block (by this thread).
+
+        Its rows and events commit together at the end of the block, or
+        not at all; the calls inside return no events (the batch's
+        ``events`` holds them once committed, and listeners hear them
+        then). A batch opened inside a batch is a savepoint: if its block
+        raises, what was written in it is undone and the outer batch goes
+        on. Other writes (deletes, sources) are refused inside a batch
+        (they would wait for its locks): make them before or after it.
+        """
+        shared: WriteBatch | None = getattr(self._local, "batch", None)
+        if shared is not None:
+            with db.translate_errors(what), shared.savepoint():
+                yield shared
+            return
+        with self._writing(what) as connection:
+            batch = WriteBatch(connection=connection, shared=True)
+            self._local.batch = batch
+            try:
+                yield batch
+                batch.finish()
+            finally:
+                self._local.batch = None
+            self._remember_sources(connection)
+        self._notify(batch.events)
 
     def delete_study(self, study_uid: str) -> bool:
         """Delete a study with every series list and instance; writes ``STUDY_DELETED``.
@@ -382,72 +386,21 @@ class MetaStore:
         Three queries whatever the size of the study.
         """
         with self.reading(f"reading study {study_uid}") as connection:
-            study = (
-                connection.execute(sa.select(studies).where(studies.c.study_uid == str(study_uid)))
-                .mappings()
-                .first()
-            )
-            if study is None:
-                return None
-            series_rows = (
-                connection.execute(_SERIES_QUERY.where(series.c.study_id == study["id"]))
-                .mappings()
-                .all()
-            )
-            instance_rows = (
-                connection.execute(
-                    _INSTANCE_QUERY.join(series, series.c.id == instances.c.series_id).where(
-                        series.c.study_id == study["id"]
-                    )
-                )
-                .mappings()
-                .all()
-            )
-        by_series: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for row in instance_rows:
-            by_series[row["series_id"]].append(records.instance_dict(row))
-        lists: dict[str, list[dict[str, Any]]] = {}
-        for row in series_rows:
-            lists.setdefault(row["source"], []).append(
-                records.series_dict(row, by_series[row["id"]])
-            )
-        result = records.study_dict(study)
-        result["seriesLists"] = [{"source": name, "series": items} for name, items in lists.items()]
-        return result
+            return reads.get_study(connection, study_uid)
 
     def get_series(
         self, study_uid: str, series_uid: str, *, source: str | None = None
     ) -> dict[str, Any] | None:
         """One series with its instances (from ``source``, else the first source by name)."""
         with self.reading(f"reading series {series_uid}") as connection:
-            row = self._find_series(connection, study_uid, series_uid, source)
-            if row is None:
-                return None
-            instance_rows = (
-                connection.execute(_INSTANCE_QUERY.where(instances.c.series_id == row["id"]))
-                .mappings()
-                .all()
-            )
-        return records.series_dict(row, [records.instance_dict(r) for r in instance_rows])
+            return reads.get_series(connection, study_uid, series_uid, source)
 
     def get_instance(
         self, study_uid: str, series_uid: str, sop_uid: str, *, source: str | None = None
     ) -> dict[str, Any] | None:
         """One instance's metadata with ``url`` and ``imageId``, or None."""
         with self.reading(f"reading instance {sop_uid}") as connection:
-            row = self._find_series(connection, study_uid, series_uid, source)
-            if row is None:
-                return None
-            found = (
-                connection.execute(
-                    _INSTANCE_QUERY.where(
-                        instances.c.series_id == row["id"], instances.c.sop_uid == str(sop_uid)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return None if found is None else records.instance_dict(found)
+            return reads.get_instance(connection, study_uid, series_uid, sop_uid, source)
 
     def get_instance_by_image_id(self, image_id: str) -> dict[str, Any] | None:
         """The instance a viewer's imageId (or retrieval url) names, or None.
@@ -457,46 +410,13 @@ class MetaStore:
         without the frame, so every imageId of a multi-frame instance's
         ``imageIds`` finds it.
         """
-        candidates = [image_id]
-        stripped = strip_frame(image_id)
-        if stripped != image_id:
-            candidates.append(stripped)
         with self.reading("finding an instance by imageId") as connection:
-            for candidate in candidates:
-                for column in (instances.c.image_id, instances.c.url):
-                    found = (
-                        connection.execute(_INSTANCE_QUERY.where(column == candidate).limit(1))
-                        .mappings()
-                        .first()
-                    )
-                    if found is not None:
-                        return records.instance_dict(found)
-        return None
-
-    def _find_series(
-        self, connection: Connection, study_uid: str, series_uid: str, source: str | None
-    ) -> Mapping[Any, Any] | None:
-        query = (
-            _SERIES_QUERY.join(studies, studies.c.id == series.c.study_id)
-            .where(studies.c.study_uid == str(study_uid), series.c.series_uid == str(series_uid))
-            .limit(1)
-        )
-        if source is not None:
-            query = query.where(sources.c.name == source)
-        return connection.execute(query).mappings().first()
+            return reads.get_instance_by_image_id(connection, image_id)
 
     def study_uids(self, *, source: str | None = None) -> list[str]:
         """Every indexed StudyInstanceUID (those with a series in ``source`` when given), sorted."""
-        query = sa.select(studies.c.study_uid).order_by(studies.c.study_uid)
-        if source is not None:
-            query = (
-                query.join(series, series.c.study_id == studies.c.id)
-                .join(sources, sources.c.id == series.c.source_id)
-                .where(sources.c.name == source)
-                .distinct()
-            )
         with self.reading("listing studies") as connection:
-            return [str(uid) for uid in connection.execute(query).scalars()]
+            return reads.study_uids(connection, source)
 
     def changes(self, after: int = 0, limit: int = 1000) -> list[Event]:
         """Outbox events with ``seq > after``, in sequence order, at most ``limit``."""
@@ -548,32 +468,6 @@ class MetaStore:
                 except Exception:
                     # A listener's failure must not undo or hide a committed write.
                     log.exception("listener %r failed on event %s", callback, event.seq)
-
-
-# -- row shapes ---------------------------------------------------------------
-
-_SERIES_QUERY = (
-    sa.select(*series.c, sources.c.name.label("source"))
-    .join(sources, sources.c.id == series.c.source_id)
-    .order_by(
-        sources.c.name,
-        series.c.series_number.is_(None),
-        series.c.series_number,
-        series.c.series_uid,
-    )
-)
-_INSTANCE_QUERY = sa.select(
-    instances.c.series_id,
-    instances.c.url,
-    instances.c.image_id,
-    instances.c.number_of_frames,
-    instances.c.metadata,
-).order_by(
-    instances.c.series_id,
-    instances.c.instance_number.is_(None),
-    instances.c.instance_number,
-    instances.c.sop_uid,
-)
 
 
 def _check_source_name(name: Any) -> None:

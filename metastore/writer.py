@@ -12,18 +12,19 @@ stay exact; writers of different studies do not wait for each other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from metastore import db, records
+from metastore import records, statements
 from metastore.errors import InvalidMetadata
 from metastore.outbox import EventType, event_row
 from metastore.records import Where
-from metastore.schema import instances, rendered_series, series, sources, studies
+from metastore.schema import instances, series, sources, studies
 
 STUDY_COLUMNS = (
     "study_uid",
@@ -46,18 +47,8 @@ SERIES_COLUMNS = (
     "series_time",
     "metadata",
 )
-INSTANCE_COLUMNS = (
-    "series_id",
-    "sop_uid",
-    "sop_class_uid",
-    "instance_number",
-    "number_of_frames",
-    "rows",
-    "columns",
-    "url",
-    "image_id",
-    "metadata",
-)
+# The instance row values (records.instance_values) after the study and series UIDs.
+INSTANCE_COLUMNS = ("series_id", *records.INSTANCE_FIELDS[2:])
 _TOUCH = {"updated_at": "CURRENT_TIMESTAMP"}
 # version: 1 on insert, +1 on each change; RETURNING it tells the two apart.
 _INSTANCE_TOUCH = {**_TOUCH, "version": "instances.version + 1"}
@@ -83,51 +74,67 @@ def _chunks(items: list[Any]) -> Iterable[list[Any]]:
 
 def lock_studies(connection: Connection, uids: Iterable[str]) -> dict[str, StudyState]:
     """Lock the existing study rows among ``uids`` (in UID order) and return their state."""
-    found: dict[str, StudyState] = {}
+    return send_lock_studies(connection, uids)()
+
+
+def send_lock_studies(
+    connection: Connection, uids: Iterable[str]
+) -> Callable[[], dict[str, StudyState]]:
+    """``lock_studies``' statements, sent (``statements.send``); what reads their answer."""
+    lock = " FOR UPDATE" if connection.dialect.name == "postgresql" else ""
+    cursors = []
     for chunk in _chunks(sorted(set(uids))):
-        query = (
-            sa.select(studies.c.study_uid, studies.c.id, studies.c.modalities_in_study)
-            .where(studies.c.study_uid.in_(chunk))
-            .order_by(studies.c.study_uid)
-            .with_for_update()
+        condition, params = statements.any_of(connection, chunk)
+        sql = (
+            "SELECT study_uid, id, modalities_in_study FROM studies "
+            f"WHERE study_uid {condition} ORDER BY study_uid{lock}"
         )
-        for uid, id_, modalities in connection.execute(query):
-            present = set(modalities.split("\\")) if modalities else set()
-            found[uid] = StudyState(
-                id=id_, modalities=present, stored_modalities=frozenset(present)
-            )
-    return found
+        cursors.append(statements.send(connection, sql, params))
+
+    def read() -> dict[str, StudyState]:
+        found: dict[str, StudyState] = {}
+        for cursor in cursors:
+            for uid, id_, modalities in cursor.fetchall():
+                present = set(modalities.split("\\")) if modalities else set()
+                found[uid] = StudyState(
+                    id=id_, modalities=present, stored_modalities=frozenset(present)
+                )
+        return found
+
+    return read
 
 
 def ensure_studies(
     connection: Connection, first_meta: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, StudyState]:
     """Lock the studies, creating missing ones from the study-level keys of their first item."""
-    states = lock_studies(connection, first_meta)
-    missing = [uid for uid in sorted(first_meta) if uid not in states]
-    if missing:
-        rows = [
-            records.study_row(
-                records.pick(first_meta[uid], records.STUDY_KEYS), Where(study_uid=uid)
-            )
-            for uid in missing
-        ]
-        db.upsert_many(
-            connection,
-            studies,
-            [[row[c] for c in STUDY_COLUMNS] for row in rows],
-            columns=STUDY_COLUMNS,
-            conflict=("study_uid",),
-            returning=("id",),
-            update=False,
-        )
-        states.update(lock_studies(connection, missing))
-    return states
+    send_create_studies(connection, first_meta)
+    return lock_studies(connection, first_meta)
+
+
+def send_create_studies(
+    connection: Connection, first_meta: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Send the insert of the study rows not there yet (in UID order; existing rows are
+    left alone), each from the study-level keys of its first item. Lock them after."""
+    rows = [
+        records.study_row(records.pick(first_meta[uid], records.STUDY_KEYS), Where(study_uid=uid))
+        for uid in sorted(first_meta)
+    ]
+    statements.send_upsert(
+        connection,
+        studies,
+        [[row[c] for c in STUDY_COLUMNS] for row in rows],
+        columns=STUDY_COLUMNS,
+        conflict=("study_uid",),
+        returning=("id",),
+        update=False,
+    )
 
 
 def upsert_studies(connection: Connection, rows: list[dict[str, Any]]) -> list[str]:
     """Insert or update study-level rows; returns the UIDs written (unchanged ones are not)."""
-    written = db.upsert_many(
+    written = statements.upsert_many(
         connection,
         studies,
         [[row[c] for c in STUDY_COLUMNS] for row in rows],
@@ -148,79 +155,103 @@ def existing_series(
     SeriesInstanceUID belongs to one study (PS3.3 C.7.3.1), so the input's
     StudyInstanceUID contradicts the index.
     """
+    return send_existing_series(connection, source_id, wanted)()
+
+
+def send_existing_series(
+    connection: Connection, source_id: int, wanted: Iterable[tuple[str, str]]
+) -> Callable[[], dict[tuple[str, str], tuple[int, int]]]:
+    """``existing_series``' statements, sent (``statements.send``); what reads their answer."""
     home = {series_uid: study_uid for study_uid, series_uid in wanted}
-    found: dict[tuple[str, str], tuple[int, int]] = {}
+    mark = statements.placeholder(connection)
+    cursors = []
     for chunk in _chunks(list(home)):
-        query = (
-            sa.select(series.c.series_uid, series.c.id, series.c.num_instances, studies.c.study_uid)
-            .join(studies, studies.c.id == series.c.study_id)
-            .where(series.c.source_id == source_id, series.c.series_uid.in_(chunk))
+        condition, params = statements.any_of(connection, chunk)
+        sql = (
+            "SELECT series.series_uid, series.id, series.num_instances, studies.study_uid "
+            "FROM series JOIN studies ON studies.id = series.study_id "
+            f"WHERE series.source_id = {mark} AND series.series_uid {condition}"
         )
-        for series_uid, id_, count, stored_study in connection.execute(query):
-            if stored_study != home[series_uid]:
-                raise InvalidMetadata(
-                    f"series is already indexed under study {stored_study}; "
-                    "StudyInstanceUID differs from its series' study",
-                    field="StudyInstanceUID",
-                    study_uid=home[series_uid],
-                    series_uid=series_uid,
-                )
-            found[(stored_study, series_uid)] = (id_, count)
-    return found
+        cursors.append(statements.send(connection, sql, [source_id, *params]))
+
+    def read() -> dict[tuple[str, str], tuple[int, int]]:
+        found: dict[tuple[str, str], tuple[int, int]] = {}
+        for cursor in cursors:
+            for series_uid, id_, count, stored_study in cursor.fetchall():
+                if stored_study != home[series_uid]:
+                    raise InvalidMetadata(
+                        f"series is already indexed under study {stored_study}; "
+                        "StudyInstanceUID differs from its series' study",
+                        field="StudyInstanceUID",
+                        study_uid=home[series_uid],
+                        series_uid=series_uid,
+                    )
+                found[(stored_study, series_uid)] = (id_, count)
+        return found
+
+    return read
 
 
-def ensure_series(
-    connection: Connection,
-    source_id: int,
-    states: Mapping[str, StudyState],
-    first_meta: Mapping[tuple[str, str], Mapping[str, Any]],
-) -> dict[tuple[str, str], tuple[int, bool]]:
-    """(id, empty) of each series, creating missing ones from their first instance's series keys.
+def send_create_series(
+    connection: Connection, source_id: int, rows: list[dict[str, Any]]
+) -> Callable[[], list[tuple[int, str, int]]]:
+    """Send the insert of the series rows (``records.series_row`` with ``num_instances``)
+    whose UID the source holds under no study yet, each under its study's row (locked
+    before); what reads (study id, series UID, id) of those created."""
+    postgres = connection.dialect.name == "postgresql"
+    cursors = []
+    for chunk in _chunks(rows) if not postgres else [rows]:
+        if postgres:
+            params = [[row[name] for row in chunk] for name in _NEW_SERIES]
+        else:
+            params = [row[name] for row in chunk for name in _NEW_SERIES]
+        sql = _create_series_sql(postgres, len(chunk))
+        cursors.append(statements.send(connection, sql, [*params, source_id, source_id]))
 
-    ``empty`` says the series holds no instance yet: with its study locked,
-    nothing else can add one before this transaction ends, so its instances
-    can be bulk-inserted without conflict checks.
-    """
-    ids = {
-        key: (id_, count == 0)
-        for key, (id_, count) in existing_series(connection, source_id, first_meta).items()
-    }
-    missing = [key for key in first_meta if key not in ids]
-    if not missing:
-        return ids
-    rows = []
-    for study_uid, series_uid in missing:
-        meta = records.pick(first_meta[(study_uid, series_uid)], records.SERIES_KEYS)
-        row = records.series_row(meta, Where(study_uid=study_uid, series_uid=series_uid))
-        rows.append({**row, "study_id": states[study_uid].id, "source_id": source_id})
-    created = db.upsert_many(
-        connection,
-        series,
-        [[row[c] for c in SERIES_COLUMNS] for row in rows],
-        columns=SERIES_COLUMNS,
-        conflict=("study_id", "source_id", "series_uid"),
-        returning=("series_uid", "id"),
-        update=False,
+    def read() -> list[tuple[int, str, int]]:
+        return [tuple(row) for cursor in cursors for row in cursor.fetchall()]
+
+    return read
+
+
+# The values of a new series row, in the order _create_series_sql takes them.
+_NEW_SERIES = ("study_uid", *SERIES_COLUMNS[2:], "num_instances")
+_NEW_SERIES_TYPES = ("text", "text", "text", "int", "text", "text", "text", "jsonb", "int")
+
+
+@functools.lru_cache(maxsize=64)
+def _create_series_sql(postgres: bool, count: int) -> str:
+    """The new series as one array per column (PostgreSQL) or a VALUES list (SQLite)."""
+    columns = ", ".join(_NEW_SERIES)
+    if postgres:
+        arrays = ", ".join(f"%b::{kind}[]" for kind in _NEW_SERIES_TYPES)
+        rows, mark = f"SELECT * FROM unnest({arrays})", "%s"
+    else:
+        slots = "(" + ", ".join("?" * len(_NEW_SERIES)) + ")"
+        rows, mark = f"VALUES {', '.join([slots] * count)}", "?"
+    return (
+        f"WITH v({columns}) AS ({rows}) "
+        f"INSERT INTO series ({', '.join(SERIES_COLUMNS)}, num_instances) "
+        f"SELECT st.id, {mark}, {', '.join(f'v.{name}' for name in _NEW_SERIES[1:])} "
+        "FROM v JOIN studies st ON st.study_uid = v.study_uid "
+        f"WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.source_id = {mark} "
+        "AND s.series_uid = v.series_uid) "
+        "RETURNING study_id, series_uid, id"
     )
-    by_uid = {row["series_uid"]: row for row in rows}
-    for series_uid, id_ in created:
-        row = by_uid[series_uid]
-        ids[(row["study_uid"], series_uid)] = (id_, True)
-        state = states[row["study_uid"]]
-        state.new_series += 1
-        if row["modality"]:
-            state.modalities.add(row["modality"])
-    return ids
 
 
 def upsert_series(
     connection: Connection, state: StudyState, source_id: int, rows: list[dict[str, Any]]
-) -> tuple[list[str], int]:
-    """Insert or update a study's series summaries; returns (UIDs written, how many were new)."""
-    before = existing_series(
+) -> tuple[list[str], int, dict[tuple[str, str], tuple[int, int]]]:
+    """Insert or update a study's series summaries.
+
+    Returns the UIDs written, how many were new, and (id, instance count)
+    of every series in ``rows``.
+    """
+    known = existing_series(
         connection, source_id, [(r["study_uid"], r["series_uid"]) for r in rows]
     )
-    written = db.upsert_many(
+    written = statements.upsert_many(
         connection,
         series,
         [
@@ -229,77 +260,51 @@ def upsert_series(
         ],
         columns=SERIES_COLUMNS,
         conflict=("study_id", "source_id", "series_uid"),
-        returning=("series_uid",),
+        returning=("series_uid", "id"),
         touch=_TOUCH,
     )
-    uids = [uid for (uid,) in written]
     study_uid = rows[0]["study_uid"]
-    for chunk in _chunks(uids):
-        # The rendered metadata of a rewritten series is stale from this commit on.
-        connection.execute(
-            sa.delete(rendered_series).where(
-                rendered_series.c.series_id.in_(
-                    sa.select(series.c.id).where(
-                        series.c.study_id == state.id,
-                        series.c.source_id == source_id,
-                        series.c.series_uid.in_(chunk),
-                    )
-                )
-            )
-        )
-    new = sum(1 for uid in uids if (study_uid, uid) not in before)
+    new = 0
+    for series_uid, id_ in written:
+        if (study_uid, series_uid) not in known:
+            known[(study_uid, series_uid)] = (id_, 0)
+            new += 1
+    # The rendered metadata of a rewritten series is stale from this commit on.
+    forget_rendered(connection, [id_ for _uid, id_ in written])
     state.new_series += new
-    if uids:
+    if written:
         # A summary may change a series' modality: recount rather than add.
         state.recount_modalities = True
-    return uids, new
+    return [uid for uid, _id in written], new, known
 
 
 def write_instances(
-    connection: Connection, series_id: int, empty: bool, rows: Iterable[dict[str, Any]]
+    connection: Connection, series_id: int, rows: Iterable[tuple[Any, ...]]
 ) -> tuple[int, int]:
-    """Write one series' instances; returns (inserted, updated).
+    """Upsert instances into a series that holds some already; returns (inserted, updated).
 
-    Into an empty series (see ``ensure_series``) the rows are bulk-inserted;
-    otherwise they are upserted, and unchanged rows are not written.
+    ``rows``: ``records.instance_values`` tuples. Unchanged rows are not
+    written. (Rows for an empty series are bulk-inserted by the batch.)
     """
-    values = [
-        (
-            series_id,
-            row["sop_uid"],
-            row["sop_class_uid"],
-            row["instance_number"],
-            row["number_of_frames"],
-            row["rows"],
-            row["columns"],
-            row["url"],
-            row["image_id"],
-            row["metadata"],
-        )
-        for row in rows
-    ]
-    if empty:
-        db.insert_many(connection, instances, values, columns=INSTANCE_COLUMNS)
-        added, changed = len(values), 0
-    else:
-        written = db.upsert_many(
-            connection,
-            instances,
-            values,
-            columns=INSTANCE_COLUMNS,
-            conflict=("series_id", "sop_uid"),
-            returning=("version",),
-            touch=_INSTANCE_TOUCH,
-        )
-        added = sum(1 for (version,) in written if version == 1)
-        changed = len(written) - added
+    values = [(series_id, *row[2:]) for row in rows]
+    written = statements.upsert_many(
+        connection,
+        instances,
+        values,
+        columns=INSTANCE_COLUMNS,
+        conflict=("series_id", "sop_uid"),
+        returning=("version",),
+        touch=_INSTANCE_TOUCH,
+    )
+    added = sum(1 for (version,) in written if version == 1)
     if added:
-        connection.execute(
-            sa.update(series)
-            .where(series.c.id == series_id)
-            .values(num_instances=series.c.num_instances + added)
+        mark = statements.placeholder(connection)
+        statements.run(
+            connection,
+            f"UPDATE series SET num_instances = num_instances + {mark} WHERE id = {mark}",
+            (added, series_id),
         )
-    return added, changed
+    return added, len(written) - added
 
 
 def forget_rendered(connection: Connection, series_ids: Iterable[int]) -> None:
@@ -309,28 +314,53 @@ def forget_rendered(connection: Connection, series_ids: Iterable[int]) -> None:
     rendered answer older than the rows it was rendered from once they commit.
     """
     for chunk in _chunks(sorted(set(series_ids))):
-        connection.execute(sa.delete(rendered_series).where(rendered_series.c.series_id.in_(chunk)))
+        condition, params = statements.any_of(connection, chunk)
+        statements.run(
+            connection, f"DELETE FROM rendered_series WHERE series_id {condition}", params
+        )
+
+
+def recount_modalities(connection: Connection, state: StudyState) -> None:
+    """Take the study's ModalitiesInStudy from its series rows (a summary may change one)."""
+    mark = statements.placeholder(connection)
+    rows = statements.fetch(
+        connection,
+        f"SELECT DISTINCT modality FROM series WHERE study_id = {mark} AND modality IS NOT NULL",
+        (state.id,),
+    )
+    state.modalities = {modality for (modality,) in rows}
+    state.recount_modalities = False
+
+
+def finish_studies(connection: Connection, states: Iterable[StudyState]) -> None:
+    """Write each study's new counts and ModalitiesInStudy (one statement each that changed)."""
+    mark = statements.placeholder(connection)
+    sql = (
+        f"UPDATE studies SET num_series = num_series + {mark}, "
+        f"num_instances = num_instances + {mark}, "
+        f"modalities_in_study = CASE WHEN {mark} THEN {mark} ELSE modalities_in_study END, "
+        f"updated_at = CURRENT_TIMESTAMP WHERE id = {mark}"
+    )
+    for state in states:
+        recount = state.modalities != state.stored_modalities
+        if not (recount or state.new_series or state.new_instances):
+            continue
+        modalities = "\\".join(sorted(state.modalities)) or None
+        statements.run(
+            connection,
+            sql,
+            (state.new_series, state.new_instances, recount, modalities, state.id),
+        )
+        # Written: a later finish of the same state writes only what comes after.
+        state.new_series = state.new_instances = 0
+        state.stored_modalities = frozenset(state.modalities)
 
 
 def finish_study(connection: Connection, state: StudyState) -> None:
-    """Write the study's new counts and ModalitiesInStudy, in one statement."""
-    values: dict[str, Any] = {}
+    """Write the study's new counts and ModalitiesInStudy, recounted first when asked."""
     if state.recount_modalities:
-        query = (
-            sa.select(series.c.modality)
-            .where(series.c.study_id == state.id, series.c.modality.is_not(None))
-            .distinct()
-        )
-        state.modalities = set(connection.execute(query).scalars())
-    if state.modalities != state.stored_modalities:
-        values["modalities_in_study"] = "\\".join(sorted(state.modalities)) or None
-    if state.new_series:
-        values["num_series"] = studies.c.num_series + state.new_series
-    if state.new_instances:
-        values["num_instances"] = studies.c.num_instances + state.new_instances
-    if values:
-        values["updated_at"] = sa.func.now()
-        connection.execute(sa.update(studies).where(studies.c.id == state.id).values(values))
+        recount_modalities(connection, state)
+    finish_studies(connection, [state])
 
 
 def remove_series(

@@ -113,8 +113,12 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """The URL of a fresh database at the head revision."""
+    return fresh_db_url(backend, tmp_path / "metastore.db", request)
+
+
+def fresh_db_url(backend: str, path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh database at the head revision: SQLite at ``path``, or a PostgreSQL clone."""
     if backend == "sqlite":
-        path = tmp_path / "metastore.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite:///{path}"
     server: _Postgres = request.getfixturevalue("postgres")

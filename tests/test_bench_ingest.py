@@ -25,3 +25,17 @@ def test_bench_prints_ingest_and_floor(backend: str, request: pytest.FixtureRequ
     name = "sqlite" if backend == "--sqlite" else "postgresql"
     [line] = [line for line in done.stdout.splitlines() if line.startswith(name)]
     assert "300 instances" in line and "floor: orjson parse" in line and "ratio" in line
+
+
+def test_real_shape_mode_draws_whole_idc_studies(tmp_path: Path) -> None:
+    """--real-shape: series sizes and modalities of whole IDC studies, here from the
+    bundled excerpt of the IDC series index (the bench extra reads the whole index)."""
+    excerpt = Path(__file__).resolve().parent / "data" / "idc_series_excerpt.csv"
+    args = [sys.executable, str(SCRIPT), "--real-shape", "--instances", "400", "--sqlite"]
+    args += ["--idc", str(excerpt)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    [generated] = [line for line in done.stdout.splitlines() if line.startswith("generated")]
+    assert "400 instances in" in generated and "IDC studies" in generated
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("sqlite")]
+    assert "400 instances" in line and "ratio" in line

@@ -31,8 +31,14 @@ def test_help_names_every_option_and_its_env_twin(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):
         parser.parse_args(["ingest", "dicomweb", "--help"])
     text = capsys.readouterr().out
-    for option in ("HEADER", "TOKEN_ENV", "QUERY", "WORKERS"):
+    for option in ("HEADER", "TOKEN_ENV", "QUERY", "WORKERS", "PREFETCH"):
         assert f"METASTORE_INGEST_DICOMWEB_{option}" in text
+    # `sync dicomweb` takes the same connection options (one shared definition).
+    with pytest.raises(SystemExit):
+        parser.parse_args(["sync", "dicomweb", "--help"])
+    text = capsys.readouterr().out
+    for option in ("PAGE_SIZE", "TIMEOUT", "RETRIES", "MAX_ATTEMPTS", "PREFETCH", "LEASE"):
+        assert f"METASTORE_SYNC_DICOMWEB_{option}" in text
 
 
 def test_ingest_the_static_tree(

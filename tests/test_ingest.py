@@ -41,6 +41,8 @@ PLUGIN = textwrap.dedent(
 
 
     class TreeSource:
+        thread_safe = True  # files read from any thread: workers read ahead
+
         def __init__(self, config):
             self.config = config
             self.root = Path(config.root)

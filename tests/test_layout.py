@@ -18,9 +18,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "metastore"
 # The bottom of the flow: pure or database-level modules, below the store.
 LOWER = {
     "metastore.db",
+    "metastore.statements",
     "metastore.schema",
     "metastore.records",
     "metastore.writer",
+    "metastore.reads",
+    "metastore.batch",
     "metastore.outbox",
     "metastore.dicom",
     "metastore.dicomfile",
@@ -41,8 +44,10 @@ STORE_MAY_IMPORT = LOWER - {"metastore.matching", "metastore.retry", "metastore.
 WRITING = (
     "metastore.store",
     "metastore.db",
+    "metastore.statements",
     "metastore.schema",
     "metastore.writer",
+    "metastore.batch",
     "metastore.outbox",
     "metastore.ingest",
     "metastore.events",

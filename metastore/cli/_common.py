@@ -193,6 +193,74 @@ positive_float = _number(float, 0, inclusive=False)
 non_negative_float = _number(float, 0, inclusive=True)
 
 
+def key_value(item: str) -> tuple[str, str]:
+    """A ``--query KEY=VALUE`` item as (key, value)."""
+    from metastore.errors import ConfigurationError
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigurationError(f"--query {item!r} is not KEY=VALUE")
+    return key, value
+
+
+def add_worker_options(parser: argparse.ArgumentParser) -> None:
+    """What a command that runs workers takes: credentials for the source, the lease."""
+    repeated(
+        parser, "--header", metavar="'NAME: VALUE'", help="an HTTP header to send (repeatable)"
+    )
+    option(parser, "--token-env", metavar="VAR", default=None, help="send the bearer token in $VAR")
+    option(
+        parser, "--lease", type=positive_float, default=60.0, help="seconds a worker holds a job"
+    )
+
+
+def add_prefetch_option(parser: argparse.ArgumentParser) -> None:
+    """``--prefetch``: series a worker reads ahead while it writes (0: none)."""
+    option(
+        parser,
+        "--prefetch",
+        type=count_int,
+        default=2,
+        help="series each worker reads ahead while it writes (0: read, then write)",
+    )
+
+
+def add_dicomweb_options(parser: argparse.ArgumentParser) -> None:
+    """A DICOMweb pull's options (``ingest dicomweb``, ``sync dicomweb``): the archive, the workers.
+
+    ``dicomweb_settings(args)`` gives the source settings they set.
+    """
+    parser.add_argument("root", metavar="ROOT", help="the DICOMweb root URL (QIDO-RS and WADO-RS)")
+    option(parser, "--source", metavar="NAME", default=None, help="source name (default: the host)")
+    repeated(parser, "--query", metavar="KEY=VALUE", help="a QIDO-RS query parameter (repeatable)")
+    option(parser, "--workers", type=positive_int, default=1, help="worker processes")
+    option(parser, "--page-size", type=positive_int, default=None, help="QIDO-RS page size")
+    option(
+        parser,
+        "--timeout",
+        type=positive_float,
+        default=None,
+        help="seconds to wait for a response",
+    )
+    option(
+        parser, "--retries", type=count_int, default=None, help="tries after the first, per request"
+    )
+    option(
+        parser,
+        "--max-attempts",
+        type=positive_int,
+        default=5,
+        help="attempts per study before it fails",
+    )
+    add_prefetch_option(parser)
+    add_worker_options(parser)
+
+
+def dicomweb_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The source settings ``add_dicomweb_options`` set (None: the source's default)."""
+    return {"page_size": args.page_size, "timeout": args.timeout, "retries": args.retries}
+
+
 def command_group(commands: Any, name: str, help: str, metavar: str = "KIND") -> Any:
     """The subcommands of the group ``name`` (``ingest``...), created on first use.
 

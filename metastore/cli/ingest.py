@@ -7,9 +7,13 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from metastore.cli._common import (
+    add_dicomweb_options,
+    add_prefetch_option,
+    add_worker_options,
     command_group,
-    count_int,
+    dicomweb_settings,
     flag,
+    key_value,
     open_store,
     option,
     positive_float,
@@ -17,20 +21,12 @@ from metastore.cli._common import (
     print_json_line,
     repeated,
 )
-from metastore.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from metastore.ingest import IngestSummary
 
 #: Job states, for --state (the queue's STATES; a test checks they agree).
 JOB_STATES = ("queued", "running", "done", "failed")
-
-
-def key_value(item: str) -> tuple[str, str]:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise ConfigurationError(f"--query {item!r} is not KEY=VALUE")
-    return key, value
 
 
 def _report(summary: IngestSummary) -> int:
@@ -51,9 +47,12 @@ def _ingest_dicomweb(args: argparse.Namespace) -> int:
     from metastore.sources.dicomweb import auth_headers, dicomweb_config
 
     headers = auth_headers(args.header, token_env=args.token_env)
-    settings = {"page_size": args.page_size, "timeout": args.timeout, "retries": args.retries}
     config = dicomweb_config(
-        args.root, name=args.source, static=args.static_wado, headers=headers, settings=settings
+        args.root,
+        name=args.source,
+        static=args.static_wado,
+        headers=headers,
+        settings=dicomweb_settings(args),
     )
     summary = ingest_source(
         args.db,
@@ -63,6 +62,7 @@ def _ingest_dicomweb(args: argparse.Namespace) -> int:
         workers=args.workers,
         lease=args.lease,
         max_attempts=args.max_attempts,
+        prefetch=args.prefetch,
         progress=terminal(),
     )
     code = _report(summary)
@@ -118,6 +118,7 @@ def _worker(args: argparse.Namespace) -> int:
             headers=headers,
             lease=args.lease,
             poll=args.poll,
+            prefetch=args.prefetch,
             once=args.once,
         )
     print(f"worker: {summary}")
@@ -141,16 +142,6 @@ def _jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_worker_options(parser: argparse.ArgumentParser) -> None:
-    repeated(
-        parser, "--header", metavar="'NAME: VALUE'", help="an HTTP header to send (repeatable)"
-    )
-    option(parser, "--token-env", metavar="VAR", default=None, help="send the bearer token in $VAR")
-    option(
-        parser, "--lease", type=positive_float, default=60.0, help="seconds a worker holds a job"
-    )
-
-
 def add_commands(commands: Any) -> None:
     """``ingest dicomweb|dicomjson|folder``, ``worker``, ``jobs``."""
     ingest_commands = command_group(
@@ -160,27 +151,9 @@ def add_commands(commands: Any) -> None:
         "dicomweb",
         help="search a DICOMweb server (or a static DICOMweb tree) and pull its studies",
     )
-    web.add_argument("root", metavar="ROOT", help="the DICOMweb root URL (QIDO-RS and WADO-RS)")
-    option(web, "--source", metavar="NAME", default=None, help="source name (default: the host)")
+    add_dicomweb_options(web)
     flag(web, "--static-wado", help="a static tree: it ignores queries, metastore filters")
-    repeated(web, "--query", metavar="KEY=VALUE", help="a QIDO-RS query parameter (repeatable)")
     repeated(web, "--study", metavar="UID", help="pull this study (repeatable)")
-    option(web, "--workers", type=positive_int, default=1, help="worker processes")
-    option(web, "--page-size", type=positive_int, default=None, help="QIDO-RS page size")
-    option(
-        web, "--timeout", type=positive_float, default=None, help="seconds to wait for a response"
-    )
-    option(
-        web, "--retries", type=count_int, default=None, help="tries after the first, per request"
-    )
-    option(
-        web,
-        "--max-attempts",
-        type=positive_int,
-        default=5,
-        help="attempts per study before it fails",
-    )
-    add_worker_options(web)
     web.set_defaults(handler=_ingest_dicomweb)
     _add_file_commands(ingest_commands)
 
@@ -194,6 +167,7 @@ def add_commands(commands: Any) -> None:
         default=2.0,
         help="seconds between looks at an empty queue",
     )
+    add_prefetch_option(worker)
     add_worker_options(worker)
     worker.set_defaults(handler=_worker)
 

@@ -7,17 +7,18 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from metastore.cli._common import (
+    add_dicomweb_options,
+    add_worker_options,
     command_group,
-    count_int,
+    dicomweb_settings,
     flag,
+    key_value,
     open_store,
     option,
     positive_float,
     positive_int,
-    repeated,
     stop_on_signals,
 )
-from metastore.cli.ingest import add_worker_options, key_value
 
 if TYPE_CHECKING:
     from metastore.ingest.sync import SyncReport
@@ -36,8 +37,9 @@ def _sync(args: argparse.Namespace) -> int:
     from metastore.sources.dicomweb import auth_headers, dicomweb_config
 
     headers = auth_headers(args.header, token_env=args.token_env)
-    settings = {"page_size": args.page_size, "timeout": args.timeout, "retries": args.retries}
-    config = dicomweb_config(args.root, name=args.source, headers=headers, settings=settings)
+    config = dicomweb_config(
+        args.root, name=args.source, headers=headers, settings=dicomweb_settings(args)
+    )
     query = dict(key_value(item) for item in args.query)
     with stop_on_signals() as stop:
 
@@ -50,6 +52,7 @@ def _sync(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 lease=args.lease,
                 max_attempts=args.max_attempts,
+                prefetch=args.prefetch,
                 progress=terminal() if args.every is None else None,
                 stop=stop,
             )
@@ -99,9 +102,7 @@ def add_commands(commands: Any) -> None:
         "dicomweb",
         help="crawl a DICOMweb archive once (with counts) and pull only what is new or changed",
     )
-    web.add_argument("root", metavar="ROOT", help="the DICOMweb root URL (QIDO-RS and WADO-RS)")
-    option(web, "--source", metavar="NAME", default=None, help="source name (default: the host)")
-    repeated(web, "--query", metavar="KEY=VALUE", help="a QIDO-RS query parameter (repeatable)")
+    add_dicomweb_options(web)
     option(
         web,
         "--every",
@@ -111,22 +112,6 @@ def add_commands(commands: Any) -> None:
         help="sync again every SECONDS",
     )
     flag(web, "--prune", help="remove studies the archive no longer has (each checked directly)")
-    option(web, "--workers", type=positive_int, default=1, help="worker processes")
-    option(web, "--page-size", type=positive_int, default=None, help="QIDO-RS page size")
-    option(
-        web, "--timeout", type=positive_float, default=None, help="seconds to wait for a response"
-    )
-    option(
-        web, "--retries", type=count_int, default=None, help="tries after the first, per request"
-    )
-    option(
-        web,
-        "--max-attempts",
-        type=positive_int,
-        default=5,
-        help="attempts per study before it fails",
-    )
-    add_worker_options(web)
     web.set_defaults(handler=_sync)
 
     feeds = command_group(commands, "follow", "follow an archive's change feed into the index")

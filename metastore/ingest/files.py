@@ -2,7 +2,9 @@
 
 No queue: the whole file (or folder) is one pass, each study written with
 :func:`~metastore.ingest.write.write_study` once its source has read and
-checked all of it, so a bad study leaves nothing behind. A bad study raises
+checked all of it, so a bad study leaves nothing behind. Small studies
+share a transaction (``_Batches``), each a savepoint of its own, so a
+study the store refuses is undone alone too. A bad study raises
 ``InvalidMetadata`` (the studies before it are kept), or with
 ``keep_going`` is listed in the summary's ``failures``.
 """
@@ -10,9 +12,12 @@ checked all of it, so a bad study leaves nothing behind. A bad study raises
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 
+from metastore.batch import WriteBatch
 from metastore.errors import ConfigurationError, InvalidMetadata
 from metastore.ingest.summary import Failure, IngestSummary, Tally
 from metastore.ingest.write import write_study
@@ -23,6 +28,10 @@ from metastore.sources.stream import is_url, redact_url, stem
 from metastore.store import MetaStore
 
 log = logging.getLogger(__name__)
+
+#: Instances (and studies) written in one transaction by a launch file or folder ingest.
+BATCH_INSTANCES = 5000
+BATCH_STUDIES = 50
 
 
 def ingest_launch_file(
@@ -146,24 +155,87 @@ def _write_all(
     """Write each study; a failure (read, or refused by the store) stops, or is listed.
 
     The bar counts bytes or files as they are read; each study adds to its ``studies``.
+    Studies are written in batches (see ``_Batches``); what was written is
+    committed before an error of the input goes on up.
     """
-    for number, item in enumerate(studies):
-        failure = item if isinstance(item, StudyFailure) else None
-        if isinstance(item, StudyMetadata):
-            try:
-                counts = write_study(store, item, source=source)
-            except InvalidMetadata as err:
-                uid = item.study.get("StudyInstanceUID")
-                failure = StudyFailure(index=number, study_uid=uid and str(uid), error=err)
-            else:
-                tally.add(studies=1, **counts)
-                bar.update(0, studies=1, instances=counts["instances"])
-                continue
-        assert failure is not None
-        if not keep_going:
-            raise failure.error
-        log.warning("%s: skipped %s", shown, failure)
-        tally.failures.append(_failure(failure))
+    batches = _Batches(store, tally)
+    try:
+        for number, item in enumerate(studies):
+            failure = item if isinstance(item, StudyFailure) else None
+            if isinstance(item, StudyMetadata):
+                try:
+                    counts = batches.write(item, source)
+                except InvalidMetadata as err:
+                    uid = item.study.get("StudyInstanceUID")
+                    failure = StudyFailure(index=number, study_uid=uid and str(uid), error=err)
+                else:
+                    tally.add(studies=1, **counts)
+                    bar.update(0, studies=1, instances=counts["instances"])
+                    continue
+            assert failure is not None
+            if not keep_going:
+                raise failure.error
+            log.warning("%s: skipped %s", shown, failure)
+            tally.failures.append(_failure(failure))
+    finally:
+        batches.commit()
+
+
+class _Batches:
+    """Studies written many to a transaction: a launch file's or a folder's small studies.
+
+    One transaction (``MetaStore.batch()``) holds up to ``BATCH_INSTANCES``
+    instances or ``BATCH_STUDIES`` studies; each study in it is a
+    savepoint, so a study the store refuses is undone alone and the batch
+    goes on: whole studies or nothing, as when each was written alone. A
+    database error loses the open batch (its studies were not committed;
+    the error stops the ingest). The events are counted once committed.
+    """
+
+    def __init__(self, store: MetaStore, tally: Tally) -> None:
+        self.store = store
+        self.tally = tally
+        self._open: ExitStack | None = None
+        self._batch: WriteBatch | None = None
+        self.instances = self.studies = 0
+
+    def write(self, study: StudyMetadata, source: str) -> dict[str, int]:
+        if self._open is None:
+            self._open = ExitStack()
+            self._batch = self._open.enter_context(self.store.batch("writing studies"))
+        uid = study.study.get("StudyInstanceUID")
+        try:
+            with self.store.batch(f"writing study {uid}"):
+                counts = write_study(
+                    self.store, study, source=source, instances_per_call=BATCH_INSTANCES
+                )
+        except InvalidMetadata:
+            raise  # undone alone: the batch goes on
+        except BaseException:
+            self._abort()
+            raise
+        self.instances += counts["instances"]
+        self.studies += 1
+        if self.instances >= BATCH_INSTANCES or self.studies >= BATCH_STUDIES:
+            self.commit()
+        return counts
+
+    def commit(self) -> None:
+        """Commit the open batch, if any."""
+        if self._open is None:
+            return
+        done, batch = self._open, self._batch
+        self._open, self._batch = None, None
+        self.instances = self.studies = 0
+        done.close()
+        assert batch is not None
+        self.tally.add(events=len(batch.events))
+
+    def _abort(self) -> None:
+        done, self._open, self._batch = self._open, None, None
+        self.instances = self.studies = 0
+        if done is not None:
+            done.__exit__(*sys.exc_info())
 
 
 def _failure(failure: StudyFailure) -> Failure:

@@ -211,6 +211,32 @@ class JobQueue:
             ).first()
         return found is not None
 
+    def release(self, jobs: Iterable[Job], owner: str) -> int:
+        """Give back claimed jobs not worked on: queued as they were, their claim not counted.
+
+        For a worker that stops with jobs claimed ahead. Each is due again at
+        its old time (its place in the queue) and its attempt is taken back;
+        one another worker holds by now is left alone. Returns how many were
+        given back.
+        """
+        given = 0
+        with db.writing(self.store.engine, "giving back ingest jobs") as connection:
+            for job in sorted(jobs, key=lambda j: j.id):  # one lock order for every worker
+                result = connection.execute(
+                    sa.update(ingest_jobs)
+                    .where(self._owned(connection, job, owner))
+                    .values(
+                        state=QUEUED,
+                        attempts=ingest_jobs.c.attempts - 1,  # the claim added one
+                        next_try_at=job.next_try_at,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        updated_at=sa.func.now(),
+                    )
+                )
+                given += result.rowcount
+        return given
+
     def complete(self, job: Job, owner: str) -> bool:
         """Mark the job done (nothing left to retry); False when another worker has taken it."""
         return self._finish(job, owner, state=DONE, error=None, delay=0.0, parts=None)

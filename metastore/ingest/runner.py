@@ -2,7 +2,8 @@
 
 :func:`ingest_source` is what ``metastore ingest dicomweb`` calls: register
 the source, search it, queue one job per study, and drain the queue with N
-workers (:mod:`metastore.ingest.worker`), N > 1 being processes. The processes are
+workers (:mod:`metastore.ingest.worker`), N > 1 being processes (forked
+from a server process that imported metastore once). The processes are
 started before the search, so their start-up overlaps it, and wait for the
 queue to be filled. Secrets reach them as arguments over a pipe, never
 through the environment or the database.
@@ -23,6 +24,7 @@ from threading import Event as StopFlag
 from typing import Any
 
 from metastore.errors import ConfigurationError
+from metastore.ingest.prefetch import DEFAULT_DEPTH
 from metastore.ingest.queue import JobQueue
 from metastore.ingest.summary import Failure, IngestSummary, Tally
 from metastore.ingest.worker import Worker
@@ -88,16 +90,28 @@ class WorkerPool:
         secrets: Mapping[str, Mapping[str, str]] | None = None,
         lease: float = 60.0,
         poll: float = 0.2,
+        prefetch: int = DEFAULT_DEPTH,
     ) -> None:
         if size < 1:
             raise ConfigurationError("workers must be at least 1")
-        context = multiprocessing.get_context("spawn")
+        # forkserver: each worker forks from a clean server process that has
+        # imported metastore once (spawn would import it again in every
+        # worker: about a second of CPU each), not from this process with
+        # its database connections and threads.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["metastore.ingest.runner", "metastore.sources.dicomweb"])
         self._messages: Any = context.Queue()
         self._go = context.Event()
         self._cancelled = context.Event()
         level = logging.getLogger("metastore").getEffectiveLevel()
         self._source = source
-        options = {"source": source, "secrets": dict(secrets or {}), "lease": lease, "poll": poll}
+        options = {
+            "source": source,
+            "secrets": dict(secrets or {}),
+            "lease": lease,
+            "poll": poll,
+            "prefetch": prefetch,
+        }
         self._processes = [
             context.Process(
                 target=_worker_process,
@@ -185,20 +199,30 @@ def drain(
     secrets: Mapping[str, Mapping[str, str]] | None = None,
     lease: float = 60.0,
     poll: float = 0.2,
+    prefetch: int = DEFAULT_DEPTH,
     progress: Counter | None = None,
     stop: StopFlag | None = None,
 ) -> IngestSummary:
     """Run ``workers`` workers (processes when more than one) until the queue is drained.
 
     ``stop`` (one worker only) ends the run once the current job is done.
+    ``prefetch``: series each worker reads ahead (see :class:`Worker`).
     """
     if workers == 1:
         with MetaStore(url) as store:
             worker = Worker(
-                store, source=source, secrets=secrets, lease=lease, poll=poll, progress=progress
+                store,
+                source=source,
+                secrets=secrets,
+                lease=lease,
+                poll=poll,
+                prefetch=prefetch,
+                progress=progress,
             )
             return worker.run(once=True, stop=stop)
-    with WorkerPool(url, workers, source=source, secrets=secrets, lease=lease, poll=poll) as pool:
+    with WorkerPool(
+        url, workers, source=source, secrets=secrets, lease=lease, poll=poll, prefetch=prefetch
+    ) as pool:
         pool.go()
         return pool.join(progress)
 
@@ -212,6 +236,7 @@ def ingest_source(
     workers: int = 1,
     lease: float = 60.0,
     max_attempts: int = 5,
+    prefetch: int = DEFAULT_DEPTH,
     progress: Reporting = None,
 ) -> IngestSummary:
     """Register the source, queue one job per matching study, and drain the queue.
@@ -219,7 +244,8 @@ def ingest_source(
     ``url`` is the database (None: ``METASTORE_DATABASE_URL`` or the
     default). The source's kind, root and settings are kept in the
     ``sources`` table; its headers (credentials) are handed to the workers
-    only. ``progress`` displays the studies done against those queued.
+    only. ``prefetch``: series each worker reads ahead while it writes.
+    ``progress`` displays the studies done against those queued.
     """
     if workers < 1:
         raise ConfigurationError("workers must be at least 1")
@@ -235,7 +261,14 @@ def ingest_source(
         )
         not_found: list[str] = []
         pool = (
-            WorkerPool(store.url, workers, source=config.name, secrets=secrets, lease=lease)
+            WorkerPool(
+                store.url,
+                workers,
+                source=config.name,
+                secrets=secrets,
+                lease=lease,
+                prefetch=prefetch,
+            )
             if workers > 1
             else None
         )
@@ -262,7 +295,12 @@ def ingest_source(
             shown.set_total(queued)
             if pool is None:
                 done = drain(
-                    store.url, source=config.name, secrets=secrets, lease=lease, progress=shown
+                    store.url,
+                    source=config.name,
+                    secrets=secrets,
+                    lease=lease,
+                    prefetch=prefetch,
+                    progress=shown,
                 )
             else:
                 pool.go()
@@ -308,12 +346,14 @@ def serve(
     headers: Mapping[str, str] | None = None,
     lease: float = 60.0,
     poll: float = 2.0,
+    prefetch: int = DEFAULT_DEPTH,
     once: bool = False,
 ) -> IngestSummary:
     """Run one worker in this process until SIGTERM/SIGINT (or, with ``once``, the queue drains).
 
     ``headers`` (credentials) go to ``source``, which they need. A signal
-    stops the worker once its current job is done.
+    stops the worker once its current job is done; the jobs it claimed
+    ahead (``prefetch``) go back to the queue.
     """
     if headers and not source:
         raise ConfigurationError(
@@ -325,7 +365,9 @@ def serve(
     for sig in previous:
         signal.signal(sig, lambda _signum, _frame: stop.set())
     try:
-        worker = Worker(store, source=source, secrets=secrets, lease=lease, poll=poll)
+        worker = Worker(
+            store, source=source, secrets=secrets, lease=lease, poll=poll, prefetch=prefetch
+        )
         return worker.run(once=once, stop=stop)
     finally:
         for sig, handler in previous.items():

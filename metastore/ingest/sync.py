@@ -30,6 +30,7 @@ from typing import Any
 
 from metastore.errors import ConfigurationError, MetastoreError
 from metastore.ingest.compare import compare_listing, study_counts
+from metastore.ingest.prefetch import DEFAULT_DEPTH
 from metastore.ingest.queue import JobQueue
 from metastore.ingest.runner import drain
 from metastore.ingest.summary import IngestSummary
@@ -106,6 +107,7 @@ def sync_source(
     workers: int = 1,
     lease: float = 60.0,
     max_attempts: int = 5,
+    prefetch: int = DEFAULT_DEPTH,
     progress: Reporting = None,
     stop: StopFlag | None = None,
 ) -> SyncReport:
@@ -151,6 +153,7 @@ def sync_source(
                 secrets={config.name: config.headers},
                 lease=lease,
                 poll=0.2,
+                prefetch=prefetch,
                 progress=shown,
                 stop=stop,
             )

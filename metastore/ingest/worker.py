@@ -8,6 +8,12 @@ series rows (one ``add_series_metadata``), then each series' instances (one
 ``add_instances``, so one transaction, per series). Every write is
 idempotent, so a job done twice changes nothing the second time.
 
+A worker reads ahead: while it writes one study, a thread of its own reads
+the next series and studies of the jobs it has claimed (a bounded number:
+see :mod:`metastore.ingest.prefetch`), so the archive's answers, their
+decoding and the writes overlap. A worker that stops gives the jobs it
+claimed ahead back to the queue.
+
 Before each write a worker checks that it still holds the job (renewing the
 lease once a third of it has passed) and stops if it has lost it; a worker
 that dies simply lets it run out, and the next claim takes the job over.
@@ -30,14 +36,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Mapping
 from threading import Event as StopFlag
 from typing import Any
 
 from metastore import db
 from metastore.errors import (
-    BadResponse,
     ConfigurationError,
     InvalidMetadata,
     LeaseLost,
@@ -46,14 +51,13 @@ from metastore.errors import (
     SourceUnavailable,
     UnknownSource,
 )
-from metastore.ingest.compare import changed_series, series_counts
+from metastore.ingest.prefetch import DEFAULT_DEPTH, Prefetcher, StudyFetch
 from metastore.ingest.queue import QUEUED, RUNNING, Job, JobQueue
 from metastore.ingest.summary import Failure, IngestSummary, Tally
 from metastore.ingest.write import write_study
 from metastore.progress import Counter
 from metastore.retry import backoff
 from metastore.sources import (
-    ReadReport,
     Rejected,
     Source,
     SourceConfig,
@@ -66,8 +70,6 @@ log = logging.getLogger(__name__)
 
 # Errors a retry cannot cure: the job fails at once.
 _PERMANENT = (InvalidMetadata, ConfigurationError, UnknownSource, SourceRefused)
-# Errors about one series' metadata that cost that series only.
-_SERIES_LOST = (InvalidMetadata, BadResponse, SourceRefused)
 _SHOWN_PARTS = 20  # parts named in a job's last_error (all are in failed_parts)
 
 
@@ -78,8 +80,11 @@ class Worker:
     they come from the worker's command line or environment, never from the
     database. ``lease`` is the lease in seconds; ``backoff`` the first
     job-level retry delay, doubled per attempt up to ``max_backoff``.
-    ``progress`` counts studies (its main quantity), series, instances,
-    retries and failures.
+    ``prefetch`` is how far reading runs ahead of writing
+    (:mod:`metastore.ingest.prefetch`): at most that many series read and
+    waiting, and that many jobs claimed besides the one being written; 0
+    reads each study in line. ``progress`` counts studies (its main
+    quantity), series, instances, retries and failures.
     """
 
     def __init__(
@@ -93,8 +98,11 @@ class Worker:
         poll: float = 1.0,
         backoff: float = 2.0,
         max_backoff: float = 300.0,
+        prefetch: int = DEFAULT_DEPTH,
         progress: Counter | None = None,
     ) -> None:
+        if prefetch < 0:
+            raise ConfigurationError("prefetch must be 0 or more")
         self.store = store
         self.queue = JobQueue(store)
         self.owner = owner or db.owner_id()
@@ -104,10 +112,14 @@ class Worker:
         self.poll = poll
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.prefetch = prefetch
         self._progress = progress
         self._sources: dict[int, tuple[SourceInfo, Source]] = {}
-        self._prefetcher: ThreadPoolExecutor | None = None
-        self._renewed = 0.0
+        self._prefetcher: Prefetcher | None = None
+        # Claimed jobs waiting their turn (their studies being read), oldest first.
+        self._held: deque[tuple[Job, StudyFetch]] = deque()
+        self._renewed: dict[int, float] = {}  # job id: when its lease was last taken or renewed
+        self._claimed = 0
         self._started = time.monotonic()
         self.tally = Tally()
 
@@ -121,17 +133,19 @@ class Worker:
     ) -> IngestSummary:
         """Work until stopped; with ``once``, until no job is queued or running.
 
-        ``max_jobs`` bounds the jobs taken (for tests and batch runs).
+        ``max_jobs`` bounds the jobs taken (for tests and batch runs). A
+        stopped worker finishes the job it is writing and gives back the
+        jobs it claimed ahead, unread or half read, to the queue.
         """
         try:
             while stop is None or not stop.is_set():
-                if max_jobs is not None and self.tally.counts["jobs"] >= max_jobs:
-                    break
-                job = self.queue.claim(self.owner, lease=self.lease, source=self.source)
-                if job is not None:
-                    self._renewed = time.monotonic()
-                    self.process(job)
+                self._claim_ahead(max_jobs)
+                if self._held:
+                    job, fetch = self._held.popleft()
+                    self.process(job, fetch)
                     continue
+                if max_jobs is not None and self._claimed >= max_jobs:
+                    break
                 if once and not self._pending():
                     break
                 if stop is not None:
@@ -142,14 +156,50 @@ class Worker:
             self.close()
         return self.stats
 
+    def _claim_ahead(self, max_jobs: int | None) -> None:
+        """Hold the job to write next and, reading ahead, up to ``prefetch`` more."""
+        while len(self._held) <= self.prefetch and (max_jobs is None or self._claimed < max_jobs):
+            job = self.queue.claim(self.owner, lease=self.lease, source=self.source)
+            if job is None:
+                return
+            self._claimed += 1
+            self._renewed[job.id] = time.monotonic()
+            self._held.append((job, self._fetch(job)))
+
+    def _fetch(self, job: Job) -> StudyFetch:
+        """Start reading the job's study: on the prefetch thread when the source allows it."""
+        if job.attempts > job.max_attempts:
+            return StudyFetch.failed(RuntimeError("not read: too many attempts"))
+        try:
+            info, opened = self._open(job.source_id)
+        except Exception as err:  # recorded on the job when its turn comes
+            return StudyFetch.failed(err)
+        if self.prefetch == 0 or not getattr(opened, "thread_safe", False):
+            return StudyFetch.in_line(job, opened, self.store, info.name)
+        if self._prefetcher is None:
+            self._prefetcher = Prefetcher(self.prefetch)
+        return self._prefetcher.fetch(job, opened, self.store, info.name)
+
     def _pending(self) -> bool:
         counts = self.queue.counts(self.source)
         return counts[QUEUED] + counts[RUNNING] > 0
 
     def close(self) -> None:
-        """Close the sources this worker opened."""
+        """Give back the jobs claimed and not written; stop reading; close the sources."""
+        held = [job for job, _fetch in self._held]
+        for _job, fetch in self._held:
+            fetch.cancelled = True
+        self._held.clear()
+        if held:
+            try:
+                given = self.queue.release(held, self.owner)
+                log.info("%s: %d claimed jobs given back to the queue", self.owner, given)
+            except MetastoreError as err:  # their leases run out instead
+                log.warning(
+                    "%s: claimed jobs not given back (%s); their leases expire", self.owner, err
+                )
         if self._prefetcher is not None:
-            self._prefetcher.shutdown(wait=True, cancel_futures=True)
+            self._prefetcher.close()
             self._prefetcher = None
         for _info, opened in self._sources.values():
             opened.close()
@@ -159,9 +209,23 @@ class Worker:
         if self._progress is not None:
             self._progress.update(advance, **others)
 
-    def process(self, job: Job) -> None:
-        """Pull one job's study; record success, a retry, or a failure on the job."""
+    def process(self, job: Job, fetch: StudyFetch | None = None) -> None:
+        """Pull one job's study; record success, a retry, or a failure on the job.
+
+        ``fetch`` is the study as it is being read (read in line when None).
+        """
         self.tally.add(jobs=1)
+        if fetch is None:
+            self._renewed[job.id] = time.monotonic()
+            fetch = self._fetch(job)
+        try:
+            self._process(job, fetch)
+        finally:
+            quirks, _ = fetch.finish()  # a study left unwritten: its reading stops
+            self.tally.quirks.update(quirks)
+            self._renewed.pop(job.id, None)
+
+    def _process(self, job: Job, fetch: StudyFetch) -> None:
         if job.attempts > job.max_attempts:
             # Claimed again after its lease ran out too often: its workers keep dying.
             self.queue.fail(
@@ -171,10 +235,11 @@ class Worker:
             return
         rejected: list[Rejected] = []
         try:
-            info, opened = self._open(job.source_id)
-            self._take_report(opened)  # what an earlier job left behind is not this one's
-            self._pull(job, info, opened, rejected)
-            rejected.extend(self._take_report(opened))
+            info, _opened = self._open(job.source_id)
+            self._pull(job, info, fetch, rejected)
+            quirks, parts = fetch.finish()
+            self.tally.quirks.update(quirks)
+            rejected.extend(parts)
         except LeaseLost as err:
             self.tally.add(lost=1)
             log.warning("%s: %s", self.owner, err)
@@ -190,25 +255,19 @@ class Worker:
         else:
             self.tally.add(lost=1)
 
-    def _pull(self, job: Job, info: SourceInfo, source: Source, rejected: list[Rejected]) -> None:
+    def _pull(
+        self, job: Job, info: SourceInfo, fetch: StudyFetch, rejected: list[Rejected]
+    ) -> None:
         study_uid = job.unit
         study_row = job.params.get("study")
-        series_rows = source.search_series(study_uid)
-        if job.params.get("changed_series"):
-            # A sync: the series whose counts differ (one that failed last time is among them).
-            uids = self._changed_series(job, info.name, series_rows)
-        else:
-            retry = _series_to_retry(job.failed_parts)
-            if retry is not None:
-                series_rows = [row for row in series_rows if row["SeriesInstanceUID"] in retry]
-                log.info(
-                    "%s: study %s: retrying %d series", self.owner, study_uid, len(series_rows)
-                )
-            uids = [row["SeriesInstanceUID"] for row in series_rows]
+        plan = fetch.plan()
+        if plan.gone:
+            self._keep_lease(job)
+            self.store.remove_series(study_uid, source=info.name, series_uids=plan.gone)
         study = StudyMetadata(
             study=study_row if isinstance(study_row, Mapping) else {},
-            summaries=series_rows,
-            series=self._series_metadata(source, study_uid, uids, rejected),
+            summaries=plan.rows,
+            series=fetch.series(),
         )
 
         def refused(instance: Mapping[str, Any], err: InvalidMetadata) -> None:
@@ -230,28 +289,8 @@ class Worker:
         )
         self.tally.add(**counts)
         log.info(
-            "%s: study %s from %s: %d series", self.owner, study_uid, info.name, len(series_rows)
+            "%s: study %s from %s: %d series", self.owner, study_uid, info.name, len(plan.rows)
         )
-
-    def _changed_series(
-        self, job: Job, source: str, series_rows: list[dict[str, Any]]
-    ) -> list[str]:
-        """The listed series whose counts differ from the index; with ``prune``, drop the unlisted."""
-        held = series_counts(self.store, source, job.unit)
-        gone = set(held).difference(str(row["SeriesInstanceUID"]) for row in series_rows)
-        if gone and job.params.get("prune"):
-            self._keep_lease(job)
-            self.store.remove_series(job.unit, source=source, series_uids=gone)
-        return changed_series(series_rows, held)
-
-    def _take_report(self, source: Source) -> list[Rejected]:
-        """Count what the source normalized; return what it rejected."""
-        report = getattr(source, "report", None)
-        if not isinstance(report, ReadReport):
-            return []
-        quirks, rejected = report.take()
-        self.tally.quirks.update(quirks)
-        return rejected
 
     def _partly_done(self, job: Job, rejected: list[Rejected]) -> None:
         """The study is stored but for ``rejected``: the job fails naming them, to retry them."""
@@ -281,47 +320,24 @@ class Worker:
         )
         log.warning("%s: job %s (%s): %s", self.owner, job.id, job.unit, error)
 
-    def _series_metadata(
-        self, source: Source, study_uid: str, uids: list[str], rejected: list[Rejected]
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Each series' instance metadata, in order; a series that cannot be read is rejected.
-
-        A source that declares itself ``thread_safe`` is asked for the next
-        series while this one is written: fetching and writing overlap.
-        """
-
-        def fetch(uid: str) -> list[dict[str, Any]]:
-            try:
-                return source.retrieve_series_metadata(study_uid, uid)
-            except _SERIES_LOST as err:
-                rejected.append(Rejected(series=uid, error=f"{type(err).__name__}: {err}"))
-                log.warning("%s: series %s rejected: %s", self.owner, uid, err)
-                return []
-
-        if not getattr(source, "thread_safe", False) or len(uids) < 2:
-            for uid in uids:
-                yield fetch(uid)
-            return
-        if self._prefetcher is None:
-            self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-        pending = self._prefetcher.submit(fetch, uids[0])
-        try:
-            for following in [*uids[1:], None]:
-                current = pending.result()
-                if following is not None:
-                    pending = self._prefetcher.submit(fetch, following)
-                yield current
-        finally:
-            pending.cancel()
-
     def _keep_lease(self, job: Job, *, renew: bool = False) -> None:
-        """Raise ``LeaseLost`` unless we hold the job; renew once a third of the lease is gone."""
+        """Raise ``LeaseLost`` unless we hold the job; renew once a third of the lease is gone.
+
+        The jobs claimed ahead are renewed alike, so none runs out while it waits.
+        """
         now = time.monotonic()
-        if renew or now - self._renewed >= self.lease / 3:
+        if renew or now - self._renewed.get(job.id, 0.0) >= self.lease / 3:
             self.queue.renew(job, self.owner, lease=self.lease)
-            self._renewed = now
+            self._renewed[job.id] = now
         elif not self.queue.holds(job, self.owner):
             raise LeaseLost(f"job {job.id} ({job.unit}) is no longer ours", job_id=job.id)
+        for waiting, _fetch in self._held:
+            if now - self._renewed.get(waiting.id, 0.0) >= self.lease / 3:
+                try:
+                    self.queue.renew(waiting, self.owner, lease=self.lease)
+                    self._renewed[waiting.id] = now
+                except LeaseLost:  # found out when its turn comes
+                    self._renewed[waiting.id] = now
 
     def _open(self, source_id: int) -> tuple[SourceInfo, Source]:
         cached = self._sources.get(source_id)
@@ -376,17 +392,3 @@ class Worker:
                     if len(secret) >= 4:
                         text = text.replace(secret, "***")
         return text
-
-
-def _series_to_retry(parts: list[dict[str, Any]] | None) -> set[str] | None:
-    """The series a job's last run could not read, or None to pull the whole study.
-
-    None too when a part names no series (a search row): only a whole pull
-    can find it again.
-    """
-    if not parts:
-        return None
-    series = {part.get("series") for part in parts if isinstance(part, Mapping)}
-    if None in series or not all(isinstance(uid, str) for uid in series):
-        return None
-    return {uid for uid in series if isinstance(uid, str)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import chain
 from typing import Any
 
@@ -22,6 +22,7 @@ def write_study(
     before_write: Callable[[], None] | None = None,
     progress: Counter | None = None,
     on_refused: Callable[[Mapping[str, Any], InvalidMetadata], None] | None = None,
+    instances_per_call: int | None = None,
 ) -> dict[str, int]:
     """Write one study as OHIF's data sources do; returns its counts.
 
@@ -44,6 +45,12 @@ def write_study(
     instance is handed to it and the series is written without it: one bad
     instance costs that instance (a DICOMweb pull); a series left with no
     instance is not written.
+
+    ``instances_per_call`` (inside ``MetaStore.batch()``, without
+    ``on_refused``): consecutive series go to one ``add_instances`` call up
+    to that many instances (a larger series alone). The events are the
+    same (one ``INSTANCES_ADDED`` per series); the look-ups and per-call
+    work are shared, which is most of the cost of a one-instance series.
     """
     check = before_write or (lambda: None)
     counts = dict.fromkeys(("series", "instances", "inserted", "updated", "unchanged"), 0)
@@ -60,7 +67,12 @@ def write_study(
             study.summaries, source=source, made_in_client=made_in_client
         )
         counts["events"] += len(summaries.events)
-    for instances in series:
+    calls: Iterable[tuple[list[dict[str, Any]], int]] = (
+        ((instances, 1) for instances in series)
+        if instances_per_call is None or on_refused is not None
+        else _gathered(series, instances_per_call)
+    )
+    for instances, series_count in calls:
         check()
         result: WriteResult | None = None
         while instances:
@@ -78,15 +90,34 @@ def write_study(
                 check()
         if result is None:
             continue
-        counts["series"] += 1
+        counts["series"] += series_count
         counts["instances"] += len(instances)
         counts["inserted"] += result.inserted
         counts["updated"] += result.updated
         counts["unchanged"] += result.unchanged
         counts["events"] += len(result.events)
         if progress is not None:
-            progress.update(0, series=1, instances=len(instances))
+            progress.update(0, series=series_count, instances=len(instances))
     return counts
+
+
+def _gathered(
+    series: Iterable[list[dict[str, Any]]], limit: int
+) -> Iterator[tuple[list[dict[str, Any]], int]]:
+    """Consecutive series' instances in lists of up to ``limit`` (a larger series alone),
+    each with the number of series it holds."""
+    gathered: list[dict[str, Any]] = []
+    count = 0
+    for instances in series:
+        if not instances:
+            continue  # nothing to write, as a series alone
+        if gathered and len(gathered) + len(instances) > limit:
+            yield gathered, count
+            gathered, count = [], 0
+        gathered.extend(instances)
+        count += 1
+    if gathered:
+        yield gathered, count
 
 
 def _completed(study: Mapping[str, Any], instance: Mapping[str, Any]) -> dict[str, Any]:
