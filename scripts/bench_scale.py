@@ -54,6 +54,7 @@ from bench_search import families  # noqa: E402
 from scale_data import StudyShape, idc_index_path, probe_study, studies  # noqa: E402
 
 from metastore import MetaStore  # noqa: E402
+from metastore.errors import MetastoreError  # noqa: E402
 from metastore.ingest.write import write_study  # noqa: E402
 from metastore.progress import Progress  # noqa: E402
 from metastore.search import search_series, search_studies  # noqa: E402
@@ -359,7 +360,12 @@ def write_share(
                 idle[k] = 1
                 go.wait()
                 idle[k] = 0
-            write_study(store, shape.metadata, source="idc")
+            try:
+                write_study(store, shape.metadata, source="idc")
+            except MetastoreError as err:
+                # Real metadata the store refuses (the IDC index holds SeriesDescriptions
+                # with a NUL byte, which PostgreSQL text refuses): that study, not the run.
+                print(f"refused study {shape.row['StudyInstanceUID']}: {err}", flush=True)
             with done.get_lock():
                 done.value += shape.instances
         idle[k] = 1

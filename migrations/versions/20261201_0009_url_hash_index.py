@@ -5,11 +5,13 @@ equality look-up of a retrieval URL. URLs are long (a DICOMweb URL names
 three UIDs: ~200 characters), so the B-tree held the whole string per row:
 488.6 B per instance, the largest index of the index by 5x, 17% of an
 instance's bytes. A hash index keeps a 4-byte hash code per row: 38.4 B per
-instance, measured on a 500,000-instance copy of a bench_scale index of
-real IDC series shapes (scripts/scale_decide.py), with the same look-up
-(p50 1.2 ms against 5.1 ms, under load 12) and the same bulk-load time
-(41.0 s against 42.2 s for 500,000 rows). At 10M instances that is ~4.5 GB
-less to write, cache and back up. SQLite has no hash index: nothing to do.
+instance. Measured twice by scripts/scale_decide.py on copies (500,000 and
+200,000 instances) of a bench_scale index of real IDC series shapes, under
+load 10-20: B-tree 488.6 and 504.0 B, hash 38.4 B per instance; look-up
+p50 5.1 and 0.43 ms (B-tree), 1.2 and 0.35 ms (hash); bulk load 42.2 and
+15.4 s (B-tree), 41.0 and 10.0 s (hash); one transaction per series -8%
+and +6% (noise). At 10M instances that is ~4.5 GB less to write, cache and
+back up. SQLite has no hash index: nothing to do.
 
 Rebuilding takes a lock that holds off writes to ``instances`` for as long
 as the build (7 s per 500,000 rows here).
