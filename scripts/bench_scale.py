@@ -364,7 +364,7 @@ def write_share(
                 write_study(store, shape.metadata, source="idc")
             except MetastoreError as err:
                 # Real metadata the store refuses (the IDC index holds SeriesDescriptions
-                # with a NUL byte, which PostgreSQL text refuses): that study, not the run.
+                # with a NUL byte, which no engine keeps): that study, not the run.
                 print(f"refused study {shape.row['StudyInstanceUID']}: {err}", flush=True)
             with done.get_lock():
                 done.value += shape.instances
