@@ -1045,6 +1045,8 @@ def _item(vr: str) -> st.SearchStrategy[Any]:
         return _text.filter(lambda t: t[-1] not in " \x00")
     if vr in {"LT", "ST", "UT", "UR"}:
         return st.text(min_size=1, max_size=12).filter(lambda t: "\x00" not in t)  # a backslash is text here
+    if vr == "TM":
+        return _text.filter(lambda t: ":" not in t)  # HH:MM:SS is the old form (a quirk)
     return _text
 
 
