@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from metastore import db
+from metastore import db, reads
 from metastore.errors import QueryError
 from metastore.schema import instances, series, studies
 from metastore.search import compile as sql
@@ -256,7 +256,8 @@ class _Plan:
                 studies.c.metadata.label("study"),
                 _series_count().label("series_instances"),
             ]
-        return [instances.c.metadata.label("instance")]
+        # The kept JSON text, decoded with orjson: as the reads do (reads.py).
+        return [reads.METADATA_TEXT.label("instance")]
 
     def row(self, keys: Sequence[str], include_all: bool, row: Mapping[str, Any]) -> dict[str, Any]:
         if self.level == Level.STUDY:
@@ -274,7 +275,7 @@ class _Plan:
             if include_all or any(k in row["study"] and k not in row["series"] for k in keys):
                 documents.append(row["study"])
             return dicom_row(keys, include_all, documents, computed)
-        return dicom_row(keys, include_all, [row["instance"]], {})
+        return dicom_row(keys, include_all, [reads.decode(row["instance"])], {})
 
 
 def _source(level: Level) -> sa.FromClause:
