@@ -12,8 +12,9 @@ from metastore import db
 
 
 @contextmanager
-def throwaway_postgres(server_url: str) -> Iterator[str]:
-    """Create an empty database on the server at ``server_url``; yield its URL; drop it after."""
+def throwaway_postgres(server_url: str, keep: bool = False) -> Iterator[str]:
+    """Create an empty database on the server at ``server_url``; yield its URL; drop it after
+    (unless ``keep``: then it stays, for a later look)."""
     server = sa.make_url(db.resolve_url(server_url))
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     name = f"metastore_bench_{uuid.uuid4().hex[:8]}"
@@ -22,6 +23,7 @@ def throwaway_postgres(server_url: str) -> Iterator[str]:
     try:
         yield server.set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        if not keep:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
         admin.dispose()

@@ -482,7 +482,15 @@ def main() -> None:
                 from scale_data import idc_index_path
 
                 index = str(idc_index_path())
-            command = [sys.executable, __file__, "_real", str(path), str(count), str(args.seed), index]
+            command = [
+                sys.executable,
+                __file__,
+                "_real",
+                str(path),
+                str(count),
+                str(args.seed),
+                index,
+            ]
             shape = subprocess.run(
                 command, check=True, capture_output=True, text=True
             ).stdout.rstrip("\n")

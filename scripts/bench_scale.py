@@ -21,7 +21,7 @@ to ``--out`` as JSON:
 
     python scripts/bench_scale.py [--instances 10000000] [--backend postgresql|sqlite]
         [--postgres URL] [--sqlite-dir DIR] [--idc PATH] [--every N] [--runs 40]
-        [--writers 2] [--out FILE.json] [--measure URL]
+        [--writers 2] [--out FILE.json] [--keep] [--measure URL]
 
 ``scale_decide.py`` runs the schema experiments (partitioning, index costs,
 TOAST compression) on copies of such an index, while it grows or after.
@@ -513,7 +513,9 @@ def measure(url: str, args: argparse.Namespace) -> None:
 @contextlib.contextmanager
 def database(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
     if args.backend == "postgresql":
-        with throwaway_postgres(args.postgres) as url:
+        with throwaway_postgres(args.postgres, keep=args.keep) as url:
+            if args.keep:
+                say(f"the database stays after the run: {url}")
             yield url, ""
         return
     with tempfile.TemporaryDirectory(dir=args.sqlite_dir) as folder:
@@ -548,6 +550,9 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=40, help="timed calls per latency figure")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument(
+        "--keep", action="store_true", help="PostgreSQL: keep the database (for --measure later)"
+    )
     args = parser.parse_args()
     args.every = args.every or max(1000, args.instances // 50)
     if args.idc is None:
