@@ -180,6 +180,48 @@ def test_a_prefetched_series_the_archive_refuses_is_recorded_then_pulled_alone(
     assert_all_stored_once(store)
 
 
+@pytest.mark.parametrize("depth", [0, DEFAULT_DEPTH])
+def test_what_reading_a_series_rejects_and_normalizes_is_its_own_jobs(
+    store: MetaStore, archive: Archive, depth: int
+) -> None:
+    # Reading ahead, a series is fetched on the reading thread and read into instances
+    # on the writing one: what that reading finds is still the series' job's, and only its.
+    quirky = f"/studies/{_uid(1)}/series/{_uid(1, 0)}/metadata"
+
+    def fault(path: str) -> httpx.Response | None:
+        if path != quirky:
+            return None
+        base = {
+            "0020000D": {"vr": "UI", "Value": [_uid(1)]},
+            "0020000E": {"vr": "UI", "Value": [_uid(1, 0)]},
+            "00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]},
+        }
+        return _json(
+            [
+                {**base, "00200013": {"vr": "IS", "Value": [0]}},  # no SOPInstanceUID
+                {
+                    **base,
+                    "00080018": {"vr": "UI", "Value": [_uid(1, 0, 1)]},
+                    "00080023": {"vr": "DA", "Value": ["2024.01.02"]},  # the old form
+                },
+            ]
+        )
+
+    archive.fault = fault
+    stats = Worker(store, source="archive", lease=30, poll=0.01, prefetch=depth).run(once=True)
+    assert stats.studies == STUDIES and len(stats.failures) == 1  # stored, partly
+    assert dict(stats.quirks) == {"DA old form": 1}
+    found = jobs(store)
+    assert [found[_uid(s)]["state"] for s in range(STUDIES)] == ["done", "failed", "done"]
+    (part,) = found[_uid(1)]["failed_parts"]
+    assert (part["series"], part["instance"]) == (_uid(1, 0), "[0]")
+    assert "no SOPInstanceUID" in part["error"]
+    study = store.get_study(_uid(1))
+    assert study is not None
+    held = sorted(len(one["instances"]) for one in study["seriesLists"][0]["series"])
+    assert held == [1] + [INSTANCES] * (SERIES - 1)
+
+
 def test_a_worker_stopped_mid_read_gives_back_what_it_claimed_ahead(
     store: MetaStore, archive: Archive
 ) -> None:

@@ -2,8 +2,11 @@
 
 A worker writes one study while the next ones are read: the HTTP requests
 (a study's series search, then each series' WADO-RS metadata) and their
-decoding (JSON, naturalizing) run on one reading thread, the writes on the
-worker's own. The thread reads only studies whose jobs the worker has
+JSON run on one reading thread, the writes on the worker's own. A source
+that can split a series' fetch from its reading (``fetch_series_metadata``,
+as DICOMweb does) has its instances made (naturalized, checked) on the
+worker's thread, when the series is taken: the reading thread goes on to
+the next request at once, and the server is not kept waiting meanwhile. The thread reads only studies whose jobs the worker has
 claimed, in the order they were claimed, one request at a time, as a
 single client would.
 
@@ -74,7 +77,14 @@ class _End:
     rejected: list[Rejected] = field(default_factory=list)
 
 
-_Item = StudyPlan | list[dict[str, Any]] | _Failed | _End
+@dataclass(frozen=True)
+class _Fetched:
+    """A series fetched and not yet read into instances (read on the writing thread)."""
+
+    read: Callable[[ReadReport], list[dict[str, Any]]]
+
+
+_Item = StudyPlan | list[dict[str, Any]] | _Fetched | _Failed | _End
 
 
 def plan_study(job: Job, source: Source, store: MetaStore, name: str) -> StudyPlan:
@@ -113,22 +123,34 @@ def _take_report(source: Source) -> tuple[Quirks, list[Rejected]]:
 
 
 def _study_items(
-    job: Job, source: Source, store: MetaStore, name: str, ready: Callable[[], bool]
+    job: Job,
+    source: Source,
+    store: MetaStore,
+    name: str,
+    ready: Callable[[], bool],
+    defer: bool = False,
 ) -> Iterator[_Item]:
     """A study's plan, its series one by one, and what the reading left; never raises.
 
     ``ready`` is asked before each series is read: False stops the reading.
+    ``defer``: a source that can (``fetch_series_metadata``) only fetches
+    each series here, and its instances are made where the series is taken.
     """
     quirks, _ = _take_report(source)  # what an earlier reading left behind is not this job's
     lost: list[Rejected] = []
+    fetch_series = getattr(source, "fetch_series_metadata", None) if defer else None
     try:
         plan = plan_study(job, source, store, name)
         yield plan
         for uid in plan.uids:
             if not ready():
                 break
+            instances: list[dict[str, Any]] | _Fetched
             try:
-                instances = source.retrieve_series_metadata(job.unit, uid)
+                if fetch_series is not None:
+                    instances = _Fetched(fetch_series(job.unit, uid))
+                else:
+                    instances = source.retrieve_series_metadata(job.unit, uid)
             except _SERIES_LOST as err:
                 lost.append(Rejected(series=uid, error=f"{type(err).__name__}: {err}"))
                 log.warning("series %s rejected: %s", uid, err)
@@ -154,6 +176,8 @@ class StudyFetch:
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._slots = slots
         self._end: _End | None = None
+        #: What reading the fetched series (on the writing thread) normalized and rejected.
+        self._read = ReadReport()
         self.cancelled = False
 
     @classmethod
@@ -173,7 +197,7 @@ class StudyFetch:
 
     def _next(self) -> _Item:
         item = next(self._items) if self._items is not None else self._get()
-        if isinstance(item, list) and self._slots is not None:
+        if isinstance(item, list | _Fetched) and self._slots is not None:
             self._slots.release()  # taken to be written: the reader may read another
         elif isinstance(item, _End):
             self._end = item
@@ -205,7 +229,9 @@ class StudyFetch:
         """Each planned series' instances, in order; raises where a read failed."""
         while self._end is None:
             item = self._take()
-            if isinstance(item, list):
+            if isinstance(item, _Fetched):
+                yield item.read(self._read)
+            elif isinstance(item, list):
                 yield item
 
     def finish(self) -> tuple[Quirks, list[Rejected]]:
@@ -218,7 +244,9 @@ class StudyFetch:
         while self._end is None:
             self._next()
         end, self._end = self._end, _End(Quirks())
-        return end.quirks, end.rejected
+        quirks, rejected = self._read.take()
+        quirks.update(end.quirks)
+        return quirks, end.rejected + rejected
 
 
 class Prefetcher:
@@ -234,9 +262,10 @@ class Prefetcher:
             raise ValueError("a prefetcher reads at least one series ahead")
         self.depth = depth
         self._slots = threading.Semaphore(depth)
-        self._tasks: queue.SimpleQueue[tuple[StudyFetch, Callable[..., Iterator[_Item]]]] = (
-            queue.SimpleQueue()
-        )
+        # The studies to read, in order; None wakes the thread to stop.
+        self._tasks: queue.SimpleQueue[
+            tuple[StudyFetch, Callable[..., Iterator[_Item]]] | None
+        ] = queue.SimpleQueue()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -247,7 +276,7 @@ class Prefetcher:
         fetch = StudyFetch(self._slots, self._closing)
 
         def items(ready: Callable[[], bool]) -> Iterator[_Item]:
-            return _study_items(job, source, store, name, ready)
+            return _study_items(job, source, store, name, ready, defer=True)
 
         self._tasks.put((fetch, items))
         if self._thread is None:
@@ -258,10 +287,11 @@ class Prefetcher:
     def _run(self) -> None:
         while not self._closing.is_set():
             try:
-                fetch, items = self._tasks.get(timeout=_POLL)
+                task = self._tasks.get(timeout=_POLL)
             except queue.Empty:
                 continue
-            self._fill(fetch, items)
+            if task is not None:
+                self._fill(*task)
 
     def _fill(self, fetch: StudyFetch, items: Callable[..., Iterator[_Item]]) -> None:
         holding = False  # a slot taken for a series being read
@@ -278,7 +308,7 @@ class Prefetcher:
             return True
 
         for item in items(ready):
-            if holding and not isinstance(item, list):
+            if holding and not isinstance(item, list | _Fetched):
                 self._slots.release()  # the read failed: no series will give it back
             holding = False
             fetch._queue.put(item)
@@ -286,6 +316,7 @@ class Prefetcher:
     def close(self, timeout: float = 30.0) -> None:
         """Stop reading; wait up to ``timeout`` seconds for a read in flight."""
         self._closing.set()
+        self._tasks.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():

@@ -203,14 +203,6 @@ class JobQueue:
         if result.rowcount != 1:
             raise LeaseLost(f"job {job.id} ({job.unit}) is no longer ours", job_id=job.id)
 
-    def holds(self, job: Job, owner: str) -> bool:
-        """Whether ``owner`` still holds the job (a read: no write, no fsync)."""
-        with db.reading(self.store.engine, "checking a job lease") as connection:
-            found = connection.execute(
-                sa.select(ingest_jobs.c.id).where(self._owned(connection, job, owner))
-            ).first()
-        return found is not None
-
     def release(self, jobs: Iterable[Job], owner: str) -> int:
         """Give back claimed jobs not worked on: queued as they were, their claim not counted.
 

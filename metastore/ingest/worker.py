@@ -321,16 +321,18 @@ class Worker:
         log.warning("%s: job %s (%s): %s", self.owner, job.id, job.unit, error)
 
     def _keep_lease(self, job: Job, *, renew: bool = False) -> None:
-        """Raise ``LeaseLost`` unless we hold the job; renew once a third of the lease is gone.
+        """Renew the lease once a third of it is gone; ``LeaseLost`` if another worker took the job.
 
-        The jobs claimed ahead are renewed alike, so none runs out while it waits.
+        Between renewals nothing is asked of the database: only a claim takes a
+        job from its owner, and only once its lease has run out, which cannot
+        happen within a third of the lease of its last renewal (a worker paused
+        longer, say stopped or swapping, renews at once and finds out). The
+        jobs claimed ahead are renewed alike, so none runs out while it waits.
         """
         now = time.monotonic()
         if renew or now - self._renewed.get(job.id, 0.0) >= self.lease / 3:
             self.queue.renew(job, self.owner, lease=self.lease)
             self._renewed[job.id] = now
-        elif not self.queue.holds(job, self.owner):
-            raise LeaseLost(f"job {job.id} ({job.unit}) is no longer ours", job_id=job.id)
         for waiting, _fetch in self._held:
             if now - self._renewed.get(waiting.id, 0.0) >= self.lease / 3:
                 try:

@@ -118,6 +118,10 @@ class Source(Protocol):
     series while they write the current one. A source may keep a
     :class:`ReadReport` as ``report``: workers then report the deviations it
     normalized, and store the rest of a study when it rejects a part of it.
+    A thread-safe source may also offer ``fetch_series_metadata(study_uid,
+    series_uid)``, which fetches a series and returns a function that reads
+    it into instances, reporting into the ``ReadReport`` it is given: a
+    worker reading ahead then fetches on one thread and reads on the other.
     """
 
     config: SourceConfig

@@ -39,7 +39,7 @@ import gzip
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -162,14 +162,31 @@ class DicomWebSource:
 
     def retrieve_series_metadata(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
         """Every instance's metadata (WADO-RS), with ``url`` and ``imageId``."""
+        return self.fetch_series_metadata(study_uid, series_uid)(self.report)
+
+    def fetch_series_metadata(
+        self, study_uid: str, series_uid: str
+    ) -> Callable[[ReadReport], list[dict[str, Any]]]:
+        """Fetch a series' metadata now (the request, its retries, the JSON); read it later.
+
+        The function returned makes the instances (naturalized, checked, with
+        ``url`` and ``imageId``), reporting into the report it is given: a
+        prefetching worker fetches on its reading thread and reads on its
+        writing thread, so the server is not kept waiting while a series is
+        read.
+        """
         series_url = f"{self.root}/studies/{quote(study_uid)}/series/{quote(series_uid)}"
         url = f"{series_url}/metadata"
         datasets = self._get_json(url, None, f"series {series_uid} metadata")
-        read = (
-            self._instance(item, index, study_uid, series_uid, url)
-            for index, item in enumerate(datasets)
-        )
-        return [instance for instance in read if instance is not None]
+
+        def read(report: ReadReport) -> list[dict[str, Any]]:
+            made = (
+                self._instance(item, index, study_uid, series_uid, url, report)
+                for index, item in enumerate(datasets)
+            )
+            return [instance for instance in made if instance is not None]
+
+        return read
 
     def get_image_ids(self, instance: Mapping[str, Any]) -> list[str]:
         """One ``wadors:`` imageId per frame of the instance."""
@@ -201,7 +218,7 @@ class DicomWebSource:
     # -- instances ----------------------------------------------------------
 
     def _instance(
-        self, item: Any, index: int, study_uid: str, series_uid: str, url: str
+        self, item: Any, index: int, study_uid: str, series_uid: str, url: str, report: ReadReport
     ) -> dict[str, Any] | None:
         """One instance of a series' metadata, or None when it cannot be read (rejected).
 
@@ -210,7 +227,7 @@ class DicomWebSource:
         """
         sop_uid = None
         try:
-            meta = naturalize(item, self.report.quirks)
+            meta = naturalize(item, report.quirks)
             sop_uid = meta.get("SOPInstanceUID")
             if not isinstance(sop_uid, str) or not sop_uid:
                 sop_uid = None
@@ -226,9 +243,7 @@ class DicomWebSource:
                     )
         except InvalidMetadata as err:
             error = f"{url} [{index}]: {err.args[0]}"
-            self.report.reject(
-                Rejected(series=series_uid, instance=sop_uid or f"[{index}]", error=error)
-            )
+            report.reject(Rejected(series=series_uid, instance=sop_uid or f"[{index}]", error=error))
             log.warning("instance rejected: %s", error)
             return None
         study_url = f"{self.root}/studies/{quote(study_uid)}"
