@@ -170,6 +170,20 @@ def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
+def refuses_writes(connection: Connection) -> bool:
+    """Whether the database refuses writes to this connection's sessions.
+
+    PostgreSQL: a hot standby, or ``default_transaction_read_only`` on
+    (``transaction_read_only`` says both). SQLite: a file opened read-only
+    (``mode=ro``) or ``PRAGMA query_only``.
+    """
+    if connection.dialect.name == "postgresql":
+        return connection.exec_driver_sql("SHOW transaction_read_only").scalar() == "on"
+    if connection.engine.url.query.get("mode") == "ro":
+        return True
+    return bool(connection.exec_driver_sql("PRAGMA query_only").scalar())
+
+
 @contextmanager
 def translate_errors(what: str) -> Iterator[None]:
     """Turn SQLAlchemy's exceptions, and the drivers' own (the write path's statements run on

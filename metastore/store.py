@@ -81,6 +81,7 @@ class MetaStore:
         self._listeners: dict[EventType, list[Listener]] = defaultdict(list)
         self._source_ids: dict[str, int] = {}
         self._local = threading.local()  # the open batch of each thread
+        self._read_only: bool | None = True if read_only else None
         if migrate:
             try:
                 db.ensure_schema(self._engine, create=not read_only)
@@ -101,6 +102,18 @@ class MetaStore:
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``."""
         return self.engine.dialect.name
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this store cannot write: opened ``read_only``, or a database that
+        refuses writes (a PostgreSQL hot standby, or ``default_transaction_read_only``).
+
+        Asked of the server once, on first use.
+        """
+        if self._read_only is None:
+            with self.reading("checking whether the database takes writes") as connection:
+                self._read_only = db.refuses_writes(connection)
+        return self._read_only
 
     def close(self) -> None:
         """Release the database connections. Closing twice is harmless."""

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -20,6 +23,7 @@ from metastore import (
     Event,
     HandlerFailed,
     MetaStore,
+    db,
 )
 from metastore.events import list_consumers, parse_types, prune, remove_consumer, tail
 from metastore.events.wakeup import _Listen
@@ -323,6 +327,39 @@ def test_a_wait_after_reconnecting_returns_for_what_nobody_heard(store: MetaStor
     finally:
         stop.set()
         listener.close()
+
+
+@pytest.mark.postgres
+def test_a_server_that_refuses_listen_is_polled_and_said_once(
+    postgres: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A database not there yet refuses the LISTEN connection as a hot standby refuses
+    # LISTEN: the wait polls, warns once (not at every retry), and listens once it can.
+    name = f"metastore_test_{uuid.uuid4().hex[:12]}"
+    engine = db.create_engine(postgres.url(name))
+    stop = threading.Event()
+    caplog.set_level(logging.DEBUG, logger="metastore.events.wakeup")
+    listener = _Listen(engine)
+    try:
+        started = time.monotonic()
+        listener.wait(2.5, stop)  # three more attempts, a second apart
+        assert time.monotonic() - started >= 2.4
+        said = [r for r in caplog.records if "cannot listen" in r.getMessage()]
+        assert [r.levelno for r in said] == [logging.WARNING] + [logging.DEBUG] * (len(said) - 1)
+        assert len(said) >= 3
+        with postgres.admin.connect() as connection:
+            connection.exec_driver_sql(f"CREATE DATABASE {name}")
+        postgres.created.append(name)
+        started = time.monotonic()
+        listener.wait(30, stop)  # returns once listening: the caller reads what came meanwhile
+        assert time.monotonic() - started < 5
+        assert any(
+            "listening for outbox notifications again" in r.getMessage() for r in caplog.records
+        )
+    finally:
+        stop.set()
+        listener.close()
+        engine.dispose()
 
 
 def test_tail_reads_without_a_cursor(store: MetaStore) -> None:

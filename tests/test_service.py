@@ -333,3 +333,46 @@ def test_a_study_without_modalities_keeps_the_study_list_readable(store: MetaSto
     assert len(rows) == 2
     for row in rows:
         assert "00080061" not in row or row["00080061"]["Value"], row
+
+
+def _read_only_store(db_url: str, backend: str, request: pytest.FixtureRequest) -> MetaStore:
+    """The database as a reader that cannot write sees it: a hot standby's rules, or a
+    SQLite file opened read-only."""
+    if backend == "sqlite":
+        return MetaStore(db_url, read_only=True)
+    server = request.getfixturevalue("postgres")
+    name = sa.make_url(db_url).database
+    with server.admin.connect() as connection:  # new sessions only: what a standby enforces
+        connection.exec_driver_sql(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    return MetaStore(db_url)
+
+
+def test_a_database_that_refuses_writes_is_served_without_keeping(
+    store: MetaStore, db_url: str, backend: str, request: pytest.FixtureRequest
+) -> None:
+    store.add_instances(instances(STUDY, SERIES, 5), source="pacs")
+    with _client(store) as writable:
+        expected = {
+            path: writable.get(path).content
+            for path in (META, META.rsplit("/", 3)[0] + "/metadata")
+        }
+    with store.engine.begin() as connection:
+        connection.execute(sa.delete(rendered_series))  # as on a replica of a cold primary
+    assert not store.read_only
+    store.close()
+    with _read_only_store(db_url, backend, request) as reader, _client(reader) as client:
+        assert reader.read_only
+        for path, body in expected.items():
+            for _ in range(2):  # rendered again, the same answer
+                response = client.get(path)
+                assert response.status_code == 200, response.text
+                assert response.content == body
+        assert (
+            client.get(f"{META.rsplit('/', 1)[0]}/instances/{SERIES}.2/metadata").status_code == 200
+        )
+        assert [row["0020000D"]["Value"] for row in client.get("/dicomweb/studies").json()] == [
+            [STUDY]
+        ]
+        assert _kept(reader) == 0
+        with pytest.raises(Exception, match="read-only|readonly"):
+            reader.add_instances(instances(STUDY, "1.2.3.9", 1), source="pacs")

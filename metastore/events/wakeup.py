@@ -42,20 +42,30 @@ class _Listen:
     next wait is never missed: its notification waits in the connection.
     A lost connection is reopened, and the wait then returns at once, so
     the caller reads whatever committed while nobody was listening.
-    ``timeout`` bounds a wait all the same, as a poll.
+    ``timeout`` bounds a wait all the same, as a poll. A server that
+    refuses ``LISTEN`` (a hot standby) is polled, said once, and asked
+    again at each wait.
     """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._connection: psycopg.Connection[Any] | None = None
+        self._polling = False  # said so; said again only once listening works again
         self._connect()
+
+    def _cannot_listen(self, err: Exception) -> None:
+        if not self._polling:
+            log.warning("cannot listen for outbox notifications, polling: %s", err)
+        else:
+            log.debug("still cannot listen for outbox notifications: %s", err)
+        self._polling = True
 
     def _connect(self) -> psycopg.Connection[Any] | None:
         if self._connection is None:
             try:
                 pooled = self._engine.raw_connection()
-            except sa.exc.SQLAlchemyError as err:
-                log.warning("cannot listen for outbox notifications, polling: %s", err)
+            except (sa.exc.SQLAlchemyError, psycopg.Error) as err:  # the pool raises the driver's
+                self._cannot_listen(err)
                 return None
             connection = cast("psycopg.Connection[Any]", pooled.driver_connection)
             pooled.detach()  # ours for good: a LISTENing connection must not go back to the pool
@@ -63,9 +73,12 @@ class _Listen:
                 connection.autocommit = True
                 connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
             except psycopg.Error as err:
-                log.warning("cannot listen for outbox notifications, polling: %s", err)
+                self._cannot_listen(err)
                 connection.close()
                 return None
+            if self._polling:
+                log.info("listening for outbox notifications again")
+                self._polling = False
             self._connection = connection
         return self._connection
 

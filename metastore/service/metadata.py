@@ -247,7 +247,15 @@ def _render_and_keep(
     SHARE`` (SQLite: the write lock) from the read to the commit means no
     write to the series can commit between the rows read and the answer
     kept, and one that committed before is seen.
+
+    A store that cannot write (a PostgreSQL hot standby, a file opened
+    read-only) answers with the render and keeps nothing: the same answer,
+    rendered again on each request (a replica's kept answers are those the
+    primary keeps, replicated).
     """
+    if store.read_only:
+        with store.reading(f"rendering series {series_uid}") as connection:
+            return _render(connection, series_id, series_path(base, study_uid, series_uid))
     with db.translate_errors(f"rendering series {series_uid}"), store.engine.begin() as connection:
         locked = connection.execute(
             sa.select(studies.c.id).where(studies.c.id == study_id).with_for_update(read=True)
@@ -257,12 +265,7 @@ def _render_and_keep(
         kept = _kept(connection, series_id, base)
         if kept is not None:
             return kept  # another request rendered it first
-        series_url = series_path(base, study_uid, series_uid)
-        metadata = connection.execute(
-            _INSTANCES.where(instances.c.series_id == series_id)
-        ).scalars()
-        shared: dict[Any, tuple[str, dict[str, Any]]] = {}
-        rendered = render(render_instance(decode(m), series_url, shared) for m in metadata)
+        rendered = _render(connection, series_id, series_path(base, study_uid, series_uid))
         if not connection.execute(sa.select(series.c.id).where(series.c.id == series_id)).first():
             return rendered  # the series is gone: answer, keep nothing
         statement = db.upsert(connection, rendered_series).values(
@@ -275,6 +278,13 @@ def _render_and_keep(
         connection.execute(statement.on_conflict_do_nothing())
     log.debug("rendered series %s: %d instances", series_uid, rendered.instances)
     return rendered
+
+
+def _render(connection: Connection, series_id: int, series_url: str) -> Rendered:
+    """A series' instances rendered as its WADO-RS metadata answer."""
+    metadata = connection.execute(_INSTANCES.where(instances.c.series_id == series_id)).scalars()
+    shared: dict[Any, tuple[str, dict[str, Any]]] = {}
+    return render(render_instance(decode(m), series_url, shared) for m in metadata)
 
 
 def _kept(connection: Connection, series_id: int, base: str) -> Rendered | None:
