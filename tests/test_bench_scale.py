@@ -78,6 +78,8 @@ def test_bench_scale_on_sqlite(tmp_path: Path) -> None:
     stdout, figures = _run("sqlite", tmp_path)
     _check(stdout, figures)
     assert list(tmp_path.glob("tmp*")) == []  # the database is gone
+    (point,) = figures["checkpoints"]  # type: ignore[misc]
+    assert point["sizes"]["metadata_text_kept_bytes_per_instance"] == 0  # virtual there
 
 
 @pytest.mark.slow
@@ -86,5 +88,9 @@ def test_bench_scale_on_postgresql(request: pytest.FixtureRequest, tmp_path: Pat
     request.getfixturevalue("postgres")  # skips, or fails in CI, when the server is away
     stdout, figures = _run("postgresql", tmp_path)
     _check(stdout, figures)
+    (point,) = figures["checkpoints"]  # type: ignore[misc]
+    sizes = point["sizes"]
+    assert 0 < sizes["metadata_text_kept_bytes_per_instance"] < sizes["bytes_per_instance"]
+    assert "kept again as text for reads" in stdout
     assert "autovacuum instances:" in stdout
     assert "index scans during the searches" in stdout
