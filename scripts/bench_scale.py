@@ -523,6 +523,11 @@ def database(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
                 say(f"the database stays after the run: {url}")
             yield url, ""
         return
+    if args.keep:
+        path = str(Path(tempfile.mkdtemp(dir=args.sqlite_dir)) / "scale.db")
+        say(f"the database stays after the run: sqlite:///{path}")
+        yield f"sqlite:///{path}", path
+        return
     with tempfile.TemporaryDirectory(dir=args.sqlite_dir) as folder:
         path = str(Path(folder) / "scale.db")
         yield f"sqlite:///{path}", path
@@ -556,7 +561,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40, help="timed calls per latency figure")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     parser.add_argument(
-        "--keep", action="store_true", help="PostgreSQL: keep the database (for --measure later)"
+        "--keep", action="store_true", help="keep the database (for --measure later)"
     )
     args = parser.parse_args()
     args.every = args.every or max(1000, args.instances // 50)
