@@ -29,6 +29,7 @@ from metastore.errors import ConfigurationError, DeliveryError
 from metastore.events.consumer import Consumer
 from metastore.outbox import Event, EventType
 from metastore.store import MetaStore
+from metastore.tls import client_context
 from metastore.version import __version__
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,10 @@ class WebhookRelay:
             base[CONSUMER_HEADER] = consumer
         base.update(headers or {})
         self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout), headers=base, transport=transport
+            timeout=httpx.Timeout(timeout),
+            headers=base,
+            transport=transport,
+            verify=client_context(),
         )
 
     def __repr__(self) -> str:

@@ -44,6 +44,7 @@ from metastore.schema import instances, sources
 from metastore.service.metadata import one_instance
 from metastore.sources.dicomweb import auth_headers
 from metastore.store import MetaStore
+from metastore.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ class Upstream:
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             follow_redirects=False,
             transport=transport,  # tests inject faults here
+            verify=client_context(),
         )
         self._environ = environ
 

@@ -61,6 +61,7 @@ from metastore.imageids import frame_image_ids
 from metastore.retry import backoff
 from metastore.sources import ReadReport, Rejected, SourceConfig
 from metastore.sources.stream import redirect_guard, split_credentials
+from metastore.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class DicomWebSource:
             follow_redirects=True,
             event_hooks={"response": [redirect_guard(root, redirects)]},
             transport=transport,  # tests inject faults here
+            verify=client_context(),
         )
         self.requests = 0
         #: False once the server has refused a search with ``includefield`` (400).

@@ -34,6 +34,7 @@ from metastore.retry import backoff
 from metastore.sources import SourceConfig
 from metastore.sources.feeds import DELETED, UPDATED, ArchiveChange, ChangePage
 from metastore.sources.stream import split_credentials
+from metastore.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class OrthancFeed:
             timeout=httpx.Timeout(30.0, connect=10.0),
             headers={**auth, **dict(config.headers)},
             transport=transport,
+            verify=client_context(),
         )
 
     def read(self, position: str | None, limit: int) -> ChangePage:

@@ -25,6 +25,7 @@ import httpx
 
 from metastore.errors import SourceError, SourceRefused
 from metastore.progress import Counter, Progress
+from metastore.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,7 @@ def _open_url(
         follow_redirects=True,
         headers=dict(headers),
         event_hooks={"response": [redirect_guard(location)]},
+        verify=client_context(),
     ) as client:
         try:
             with client.stream("GET", location) as response:
