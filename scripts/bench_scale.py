@@ -2,10 +2,12 @@
 
 Series come from the NCI Imaging Data Commons index (``idc-index-data``,
 see ``scale_data.py``); each study is written through ``write_study``, the
-one path every ingest uses (study row, series summaries with one
-``SERIES_ADDED``, then one transaction and one ``INSTANCES_ADDED`` per
-series). Two synthetic CT studies come first: 100 instances (one series) and
-1,000 instances (four series of 250), the ``get_study`` probes.
+one path every ingest uses, as a DICOMweb worker writes it (study row,
+series summaries with one ``SERIES_ADDED``, then the series, consecutive
+small ones together up to ``worker.INSTANCES_PER_CALL`` instances a
+transaction, one ``INSTANCES_ADDED`` per series). Two synthetic CT studies
+come first: 100 instances (one series) and 1,000 instances (four series of
+250), the ``get_study`` probes.
 
 It prints, as they come (a killed run still leaves its figures), and writes
 to ``--out`` as JSON:
@@ -55,6 +57,7 @@ from scale_data import StudyShape, idc_index_path, probe_study, studies  # noqa:
 
 from metastore import MetaStore  # noqa: E402
 from metastore.errors import MetastoreError  # noqa: E402
+from metastore.ingest.worker import INSTANCES_PER_CALL  # noqa: E402
 from metastore.ingest.write import write_study  # noqa: E402
 from metastore.progress import Progress  # noqa: E402
 from metastore.search import search_series, search_studies  # noqa: E402
@@ -366,7 +369,10 @@ def write_share(
                 go.wait()
                 idle[k] = 0
             try:
-                write_study(store, shape.metadata, source="idc")
+                # As a DICOMweb worker writes a study: its small series together.
+                write_study(
+                    store, shape.metadata, source="idc", instances_per_call=INSTANCES_PER_CALL
+                )
             except MetastoreError as err:
                 # Real metadata the store refuses (the IDC index holds SeriesDescriptions
                 # with a NUL byte, which no engine keeps): that study, not the run.

@@ -22,6 +22,7 @@ from servers import Orthanc
 from metastore import EVENTS, MetaStore
 from metastore.ingest import JobQueue, Worker, enqueue_studies, ingest_source
 from metastore.ingest.prefetch import DEFAULT_DEPTH, Prefetcher
+from metastore.ingest.worker import INSTANCES_PER_CALL
 from metastore.schema import ingest_jobs, outbox
 from metastore.sources import SourceConfig, register
 from metastore.sources.dicomweb import DicomWebSource, dicomweb_config
@@ -222,6 +223,51 @@ def test_what_reading_a_series_rejects_and_normalizes_is_its_own_jobs(
     assert held == [1] + [INSTANCES] * (SERIES - 1)
 
 
+@pytest.mark.parametrize("depth", [0, DEFAULT_DEPTH])
+def test_small_series_written_together_still_lose_only_what_the_index_refuses(
+    store: MetaStore, archive: Archive, depth: int
+) -> None:
+    # A study's series go to the database together; an instance the index refuses
+    # (a UID over 64 characters) costs that instance only, a series left empty is not
+    # announced, and every other series gets its one INSTANCES_ADDED.
+    def series_answer(series: int, sops: list[str]) -> httpx.Response:
+        return _json(
+            [
+                {
+                    "0020000D": {"vr": "UI", "Value": [_uid(1)]},
+                    "0020000E": {"vr": "UI", "Value": [_uid(1, series)]},
+                    "00080018": {"vr": "UI", "Value": [sop]},
+                    "00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]},
+                }
+                for sop in sops
+            ]
+        )
+
+    bad, worse = "1.2." + "3" * 70, "1.2." + "4" * 70
+    answers = {
+        f"/studies/{_uid(1)}/series/{_uid(1, 0)}/metadata": series_answer(0, [_uid(1, 0, 0), bad]),
+        f"/studies/{_uid(1)}/series/{_uid(1, 1)}/metadata": series_answer(1, [worse]),
+    }
+    archive.fault = answers.get
+    stats = Worker(store, source="archive", lease=30, poll=0.01, prefetch=depth).run(once=True)
+    assert stats.studies == STUDIES and stats.series == STUDIES * SERIES - 1
+    job = jobs(store)[_uid(1)]
+    assert job["state"] == "failed"
+    refused = sorted((part["series"], part["instance"]) for part in job["failed_parts"])
+    assert refused == [(_uid(1, 0), bad), (_uid(1, 1), worse)]
+    assert all("refused by the index" in part["error"] for part in job["failed_parts"])
+    study = store.get_study(_uid(1))
+    assert study is not None
+    held = {
+        one["SeriesInstanceUID"]: len(one["instances"]) for one in study["seriesLists"][0]["series"]
+    }
+    assert held == {_uid(1, 0): 1, _uid(1, 1): 0, _uid(1, 2): INSTANCES}
+    added = [uid for kind, _, uid, _ in events(store) if kind == "INSTANCES_ADDED"]
+    assert sorted(added) == sorted(
+        {_uid(s, r) for s in range(STUDIES) for r in range(SERIES)} - {_uid(1, 1)}
+    )
+
+
 def test_a_worker_stopped_mid_read_gives_back_what_it_claimed_ahead(
     store: MetaStore, archive: Archive
 ) -> None:
@@ -280,8 +326,10 @@ def test_reading_ahead_holds_at_most_prefetch_series(
     store.subscribe(EVENTS.INSTANCES_ADDED, slow_write)
     stats = Worker(store, source="archive", lease=30, poll=0.01, prefetch=depth).run(once=True)
     assert stats.studies == STUDIES
-    # Read or being read: at most `depth` waiting, plus the one being written.
-    assert max(ahead) == depth + 1
+    # Read or being read: at most `depth` waiting, plus those being written: a study's
+    # small series go to the database together (SERIES x INSTANCES <= INSTANCES_PER_CALL).
+    assert SERIES * INSTANCES <= INSTANCES_PER_CALL
+    assert max(ahead) == depth + SERIES
     assert_all_stored_once(store)
 
 

@@ -12,8 +12,9 @@ single client would.
 
 Memory is bounded: the thread takes a slot before it reads a series and
 the worker gives it back when it takes that series to write, so at most
-``depth`` series are read and waiting (besides the one being written),
-whatever the size of the studies.
+``depth`` series are read and waiting, whatever the size of the studies,
+besides those being written (one series, or a study's small series
+written together: up to ``worker.INSTANCES_PER_CALL`` instances).
 
 Each study is a :class:`StudyFetch`: its :class:`StudyPlan` (the series to
 write and to read), then each series' instances, then what the reading

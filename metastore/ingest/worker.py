@@ -71,6 +71,10 @@ log = logging.getLogger(__name__)
 # Errors a retry cannot cure: the job fails at once.
 _PERMANENT = (InvalidMetadata, ConfigurationError, UnknownSource, SourceRefused)
 _SHOWN_PARTS = 20  # parts named in a job's last_error (all are in failed_parts)
+#: A study's small series are written together, one transaction for up to this many
+#: instances (one ``INSTANCES_ADDED`` per series still): real archives are mostly
+#: one-instance series (SR, SEG, KO, PR, DX), each otherwise a transaction of its own.
+INSTANCES_PER_CALL = 1000
 
 
 class Worker:
@@ -286,6 +290,7 @@ class Worker:
             before_write=lambda: self._keep_lease(job),
             progress=self._progress,
             on_refused=refused,
+            instances_per_call=INSTANCES_PER_CALL,
         )
         self.tally.add(**counts)
         log.info(

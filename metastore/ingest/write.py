@@ -46,11 +46,11 @@ def write_study(
     instance costs that instance (a DICOMweb pull); a series left with no
     instance is not written.
 
-    ``instances_per_call`` (inside ``MetaStore.batch()``, without
-    ``on_refused``): consecutive series go to one ``add_instances`` call up
-    to that many instances (a larger series alone). The events are the
-    same (one ``INSTANCES_ADDED`` per series); the look-ups and per-call
-    work are shared, which is most of the cost of a one-instance series.
+    ``instances_per_call``: consecutive series go to one ``add_instances``
+    call (one transaction, or one part of a ``MetaStore.batch()``) up to
+    that many instances (a larger series alone). The events are the same
+    (one ``INSTANCES_ADDED`` per series); the look-ups, statements and
+    commit are shared, which is most of the cost of a one-instance series.
     """
     check = before_write or (lambda: None)
     counts = dict.fromkeys(("series", "instances", "inserted", "updated", "unchanged"), 0)
@@ -69,7 +69,7 @@ def write_study(
         counts["events"] += len(summaries.events)
     calls: Iterable[tuple[list[dict[str, Any]], int]] = (
         ((instances, 1) for instances in series)
-        if instances_per_call is None or on_refused is not None
+        if instances_per_call is None
         else _gathered(series, instances_per_call)
     )
     for instances, series_count in calls:
@@ -87,6 +87,8 @@ def write_study(
                     raise
                 on_refused(instances[item], err)
                 instances = instances[:item] + instances[item + 1 :]
+                if series_count > 1:  # a series may have lost its last instance
+                    series_count = len({_series_of(i) for i in instances})
                 check()
         if result is None:
             continue
@@ -99,6 +101,10 @@ def write_study(
         if progress is not None:
             progress.update(0, series=series_count, instances=len(instances))
     return counts
+
+
+def _series_of(instance: Mapping[str, Any]) -> tuple[Any, Any]:
+    return instance.get("StudyInstanceUID"), instance.get("SeriesInstanceUID")
 
 
 def _gathered(
