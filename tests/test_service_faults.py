@@ -45,6 +45,10 @@ class Archive:
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 archive.requests.append({"path": self.path, **dict(self.headers)})
+                if archive.mode in ("drop", "drop-once"):  # the connection closed, no answer
+                    archive.mode = "ok" if archive.mode == "drop-once" else "drop"
+                    self.close_connection = True
+                    return
                 if archive.mode == "slow":
                     archive.release.wait(30)
                     return
@@ -146,6 +150,23 @@ def test_archive_down_is_a_clear_502_without_credentials(
     assert "archive of source 'archive'" in response.text and "unreachable" in response.text
     for text in (response.text, caplog.text):
         assert SECRET not in text and "c2VjcmV0" not in text
+
+
+def test_a_connection_the_archive_drops_unanswered_is_asked_again_once(
+    store: MetaStore, archive: Archive
+) -> None:
+    # What an archive that times kept-alive connections out does to a request sent
+    # as it closes one (Orthanc: 1 s idle): the connection ends with no answer.
+    path = _index(store, archive.root)
+    with serving(_app(store)) as base:
+        archive.mode = "drop-once"
+        response = httpx.get(f"{base}{path}/frames/1")
+        assert response.status_code == 200 and response.content == b"frame-bytes"
+        assert len(archive.requests) == 2
+        archive.mode = "drop"  # every time: a clear 502 after the second try
+        response = httpx.get(f"{base}{path}/frames/1")
+        assert response.status_code == 502 and "unreachable" in response.text
+        assert len(archive.requests) == 4
 
 
 def test_slow_archive_is_a_504_not_a_hang(store: MetaStore, archive: Archive) -> None:

@@ -229,7 +229,14 @@ class Upstream:
             "GET", url, headers=self.headers_for(location, url, accept), params=params
         )
         try:
-            response = await self._client.send(request, stream=True)
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.RemoteProtocolError as err:
+                # The archive closed the connection without answering: most often a
+                # kept-alive connection it had just timed out (Orthanc after 1 s idle)
+                # as the request went. A GET: asked once more, on a new connection.
+                log.info("%s closed the connection unanswered (%s); asking again", what, err)
+                response = await self._client.send(request, stream=True)
         except httpx.TimeoutException as err:
             raise SourceTimeout(
                 f"{what} did not answer in time ({type(err).__name__})", source=location.source
