@@ -200,6 +200,24 @@ def translate_errors(what: str) -> Iterator[None]:
         raise DatabaseError(f"{what} failed: {_first_line(err)}") from err
 
 
+# SQLSTATEs of a transaction PostgreSQL gave up on so that another could go on
+# (deadlock_detected, serialization_failure): run again, it goes through.
+_LOST_TO_ANOTHER = frozenset({"40P01", "40001"})
+
+
+def lost_to_another(err: BaseException) -> bool:
+    """Whether ``err`` (a ``DatabaseError``, or what raised it) is a transaction the
+    server aborted in favour of another one, a deadlock or a serialization failure:
+    nothing was wrong with it, and running it again succeeds."""
+    seen: BaseException | None = err
+    while seen is not None:
+        for candidate in (seen, getattr(seen, "orig", None)):
+            if getattr(candidate, "sqlstate", None) in _LOST_TO_ANOTHER:
+                return True
+        seen = seen.__cause__
+    return False
+
+
 def _is_driver_error(err: Exception) -> bool:
     if isinstance(err, sqlite3.Error):
         return True

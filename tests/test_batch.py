@@ -5,6 +5,9 @@ Every test runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +240,6 @@ def test_without_keep_going_the_studies_before_a_refused_one_are_kept(
     assert check(store).clean
 
 
-
 def test_sqlite_finds_a_series_by_its_uid_not_by_scanning_its_source(tmp_path: Path) -> None:
     # SQLite plans without statistics; a series looked up by source and UID must use the
     # UID's index. Scanning ix_series_source_id (every series of the source) made the
@@ -260,3 +262,61 @@ def test_sqlite_finds_a_series_by_its_uid_not_by_scanning_its_source(tmp_path: P
             for sql in looked_up:
                 plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}").all()
                 assert not any("ix_series_source_id" in row[-1] for row in plan), (sql, plan)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_two_ingests_that_deadlock_are_both_written(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two launch files with the same two studies in the other order, ingested at once:
+    # each batch locks its first study, then waits for the other's. PostgreSQL aborts
+    # one batch (a deadlock); its studies are written again, one at a time.
+    first, second = launch_study("1.2.71", series=2, instances=2), launch_study("1.2.72")
+    paths = {
+        "one": write_launch(tmp_path / "one.json", [first, second]),
+        "two": write_launch(tmp_path / "two.json", [second, first]),
+    }
+    both_hold_one = threading.Barrier(2, timeout=30)
+    waited: set[str] = set()
+    original = files.write_study
+
+    def write_then_meet(store: MetaStore, study: StudyMetadata, **kwargs: Any) -> dict[str, int]:
+        counts = original(store, study, **kwargs)
+        name = threading.current_thread().name
+        if name not in waited:  # once: after the first study, its locks held
+            waited.add(name)
+            both_hold_one.wait()
+        return counts
+
+    monkeypatch.setattr(files, "write_study", write_then_meet)
+    results: dict[str, Any] = {}
+
+    def ingest(name: str) -> None:
+        try:
+            with MetaStore(db_url) as store:
+                results[name] = ingest_launch_file(store, str(paths[name]), source=name)
+        except Exception as err:  # reported below
+            results[name] = err
+
+    caplog.set_level(logging.INFO, logger="metastore.ingest.files")
+    threads = [threading.Thread(target=ingest, args=(name,), name=name) for name in paths]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(not isinstance(result, Exception) for result in results.values()), results
+    assert "lost to another writer" in caplog.text  # the deadlock happened, and was overcome
+    for name, summary in results.items():
+        assert (summary.studies, summary.series, summary.instances) == (2, 4, 10), name
+        assert summary.events == 2 + 4, name  # each series announced once, by its source
+    with MetaStore(db_url) as store:
+        announced = Counter(
+            (e.source, e.series_uid) for e in store.changes(limit=100) if e.series_uid
+        )
+        assert set(announced.values()) == {1} and len(announced) == 8
+        for uid in ("1.2.71", "1.2.72"):
+            study = store.get_study(uid)
+            assert study is not None
+            assert sorted(one["source"] for one in study["seriesLists"]) == ["one", "two"]
+        assert check(store).clean

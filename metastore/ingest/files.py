@@ -15,10 +15,14 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
+from dataclasses import replace
+from itertools import chain
 from pathlib import Path
+from typing import Any
 
+from metastore import db
 from metastore.batch import WriteBatch
-from metastore.errors import ConfigurationError, InvalidMetadata
+from metastore.errors import ConfigurationError, DatabaseError, InvalidMetadata
 from metastore.ingest.summary import Failure, IngestSummary, Tally
 from metastore.ingest.write import write_study
 from metastore.launchfile import StudyFailure
@@ -187,9 +191,16 @@ class _Batches:
     One transaction (``MetaStore.batch()``) holds up to ``BATCH_INSTANCES``
     instances or ``BATCH_STUDIES`` studies; each study in it is a
     savepoint, so a study the store refuses is undone alone and the batch
-    goes on: whole studies or nothing, as when each was written alone. A
-    database error loses the open batch (its studies were not committed;
-    the error stops the ingest). The events are counted once committed.
+    goes on: whole studies or nothing, as when each was written alone.
+
+    Two ingests writing the same studies in another order can deadlock on
+    PostgreSQL (a batch locks its studies as it reaches them), and the
+    server aborts one of the batches. The studies of a batch are kept as
+    they are written (up to ``BATCH_INSTANCES`` instances), so an aborted
+    batch is written again, each study on its own, which cannot deadlock.
+    Any other database error loses the open batch (its studies were not
+    committed; the error stops the ingest). The events are counted once
+    committed.
     """
 
     def __init__(self, store: MetaStore, tally: Tally) -> None:
@@ -198,22 +209,41 @@ class _Batches:
         self._open: ExitStack | None = None
         self._batch: WriteBatch | None = None
         self.instances = self.studies = 0
+        #: The open batch's studies as written, to write again (None: too many to keep).
+        self._kept: list[StudyMetadata] | None = []
+        self._kept_instances = 0
 
     def write(self, study: StudyMetadata, source: str) -> dict[str, int]:
         if self._open is None:
             self._open = ExitStack()
             self._batch = self._open.enter_context(self.store.batch("writing studies"))
+            self._kept, self._kept_instances = [], 0
         uid = study.study.get("StudyInstanceUID")
+        unread = iter(study.series)
+        read: list[list[dict[str, Any]]] = []
         try:
             with self.store.batch(f"writing study {uid}"):
                 counts = write_study(
-                    self.store, study, source=source, instances_per_call=BATCH_INSTANCES
+                    self.store,
+                    replace(study, series=self._keeping(unread, read)),
+                    source=source,
+                    instances_per_call=BATCH_INSTANCES,
                 )
         except InvalidMetadata:
             raise  # undone alone: the batch goes on
+        except DatabaseError as err:
+            kept = self._kept
+            self._abort()
+            if kept is None or not db.lost_to_another(err):
+                raise
+            # This study, from what it had read on: its series read so far, then the rest.
+            again = replace(study, series=chain(read, unread))
+            return self._write_again(kept, again, source, err)
         except BaseException:
             self._abort()
             raise
+        if self._kept is not None:
+            self._kept.append(replace(study, series=read))
         self.instances += counts["instances"]
         self.studies += 1
         if self.instances >= BATCH_INSTANCES or self.studies >= BATCH_STUDIES:
@@ -230,6 +260,31 @@ class _Batches:
         done.close()
         assert batch is not None
         self.tally.add(events=len(batch.events))
+
+    def _keeping(
+        self, series: Iterator[list[dict[str, Any]]], read: list[list[dict[str, Any]]]
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The study's series as they are read, each kept in ``read`` while the batch may keep it."""
+        for instances in series:
+            if self._kept is not None:
+                self._kept_instances += len(instances)
+                if self._kept_instances > BATCH_INSTANCES:
+                    self._kept = None  # too much to hold: an aborted batch is an error
+            read.append(instances)
+            yield instances
+
+    def _write_again(
+        self, kept: list[StudyMetadata], study: StudyMetadata, source: str, err: Exception
+    ) -> dict[str, int]:
+        """A batch the server aborted for another writer's sake, each study on its own."""
+        log.info(
+            "%d studies lost to another writer (%s); writing them again one at a time",
+            len(kept) + 1,
+            err,
+        )
+        for earlier in kept:  # counted when first written, but for their events
+            self.tally.add(events=write_study(self.store, earlier, source=source)["events"])
+        return write_study(self.store, study, source=source)  # its events in its counts
 
     def _abort(self) -> None:
         done, self._open, self._batch = self._open, None, None
