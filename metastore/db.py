@@ -173,12 +173,18 @@ def _configure_sqlite(engine: Engine, *, read_only: bool = False) -> None:
 def refuses_writes(connection: Connection) -> bool:
     """Whether the database refuses writes to this connection's sessions.
 
-    PostgreSQL: a hot standby, or ``default_transaction_read_only`` on
-    (``transaction_read_only`` says both). SQLite: a file opened read-only
-    (``mode=ro``) or ``PRAGMA query_only``.
+    PostgreSQL: a hot standby (``pg_is_in_recovery()``), or
+    ``default_transaction_read_only`` on; asked of the server, whatever mode
+    this connection's own transaction is in. SQLite: a file opened
+    read-only (``mode=ro``) or ``PRAGMA query_only``.
     """
     if connection.dialect.name == "postgresql":
-        return connection.exec_driver_sql("SHOW transaction_read_only").scalar() == "on"
+        return bool(
+            connection.exec_driver_sql(
+                "SELECT pg_is_in_recovery()"
+                " OR current_setting('default_transaction_read_only')::boolean"
+            ).scalar()
+        )
     if connection.engine.url.query.get("mode") == "ro":
         return True
     return bool(connection.exec_driver_sql("PRAGMA query_only").scalar())

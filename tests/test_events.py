@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -341,18 +340,19 @@ def test_a_server_that_refuses_listen_is_polled_and_said_once(
     caplog.set_level(logging.DEBUG, logger="metastore.events.wakeup")
     listener = _Listen(engine)
     try:
-        started = time.monotonic()
         listener.wait(2.5, stop)  # three more attempts, a second apart
-        assert time.monotonic() - started >= 2.4
         said = [r for r in caplog.records if "cannot listen" in r.getMessage()]
         assert [r.levelno for r in said] == [logging.WARNING] + [logging.DEBUG] * (len(said) - 1)
         assert len(said) >= 3
         with postgres.admin.connect() as connection:
             connection.exec_driver_sql(f"CREATE DATABASE {name}")
         postgres.created.append(name)
-        started = time.monotonic()
-        listener.wait(30, stop)  # returns once listening: the caller reads what came meanwhile
-        assert time.monotonic() - started < 5
+        # It listens again and returns, so the caller reads what came meanwhile,
+        # rather than waiting ten minutes for a poll.
+        waiter = threading.Thread(target=listener.wait, args=(600, stop))
+        waiter.start()
+        waiter.join(WAIT)
+        assert not waiter.is_alive()
         assert any(
             "listening for outbox notifications again" in r.getMessage() for r in caplog.records
         )

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from helpers import instance_meta, instances
 from starlette.testclient import TestClient
 
-from metastore import ConfigurationError, MetaStore, denaturalize
+from metastore import ConfigurationError, DatabaseError, MetaStore, denaturalize
 from metastore.launchfile.export import export_launch_file
 from metastore.schema import rendered_series
 from metastore.service import SETTINGS, Settings, create_app
@@ -374,5 +374,5 @@ def test_a_database_that_refuses_writes_is_served_without_keeping(
             [STUDY]
         ]
         assert _kept(reader) == 0
-        with pytest.raises(Exception, match="read-only|readonly"):
+        with pytest.raises(DatabaseError, match="read-only|readonly"):
             reader.add_instances(instances(STUDY, "1.2.3.9", 1), source="pacs")

@@ -211,13 +211,12 @@ class _Batches:
         self.instances = self.studies = 0
         #: The open batch's studies as written, to write again (None: too many to keep).
         self._kept: list[StudyMetadata] | None = []
-        self._kept_instances = 0
 
     def write(self, study: StudyMetadata, source: str) -> dict[str, int]:
         if self._open is None:
             self._open = ExitStack()
             self._batch = self._open.enter_context(self.store.batch("writing studies"))
-            self._kept, self._kept_instances = [], 0
+            self._kept = []
         uid = study.study.get("StudyInstanceUID")
         unread = iter(study.series)
         read: list[list[dict[str, Any]]] = []
@@ -264,13 +263,17 @@ class _Batches:
     def _keeping(
         self, series: Iterator[list[dict[str, Any]]], read: list[list[dict[str, Any]]]
     ) -> Iterator[list[dict[str, Any]]]:
-        """The study's series as they are read, each kept in ``read`` while the batch may keep it."""
+        """The study's series as they are read, each kept in ``read`` while the batch
+        holds at most ``BATCH_INSTANCES`` instances; past that, none is kept (a batch
+        the server aborts is then an error, as before)."""
+        held = self.instances  # the batch's studies written before this one
         for instances in series:
+            held += len(instances)
+            if self._kept is not None and held > BATCH_INSTANCES:
+                self._kept = None
+                read.clear()
             if self._kept is not None:
-                self._kept_instances += len(instances)
-                if self._kept_instances > BATCH_INSTANCES:
-                    self._kept = None  # too much to hold: an aborted batch is an error
-            read.append(instances)
+                read.append(instances)
             yield instances
 
     def _write_again(

@@ -6,9 +6,9 @@ JSON run on one reading thread, the writes on the worker's own. A source
 that can split a series' fetch from its reading (``fetch_series_metadata``,
 as DICOMweb does) has its instances made (naturalized, checked) on the
 worker's thread, when the series is taken: the reading thread goes on to
-the next request at once, and the server is not kept waiting meanwhile. The thread reads only studies whose jobs the worker has
-claimed, in the order they were claimed, one request at a time, as a
-single client would.
+the next request at once, and the server is not kept waiting meanwhile.
+The thread reads only studies whose jobs the worker has claimed, in the
+order they were claimed, one request at a time, as a single client would.
 
 Memory is bounded: the thread takes a slot before it reads a series and
 the worker gives it back when it takes that series to write, so at most
