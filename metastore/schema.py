@@ -167,7 +167,8 @@ series = Table(
     _updated(),
     UniqueConstraint("study_id", "source_id", "series_uid"),
     Index(None, "series_uid"),
-    Index(None, "source_id"),
+    # A write's look-up by source and UID, and every series of a source (revision 0010).
+    Index(None, "source_id", "series_uid"),
     # ModalitiesInStudy and Modality searches (revision 0003).
     Index(None, "modality", "study_id"),
 )
